@@ -1,0 +1,33 @@
+"""The built-in names, registered lazily: nothing here imports torch-heavy code until it is used."""
+
+from __future__ import annotations
+
+from latentbench.registry import DATASETS, METRICS, NETS, REMEDIES
+
+_REMEDIES = {
+    "vae": ("latentbench.remedies.vae:VAE", "Plain VAE, N(0, I) prior (Kingma & Welling 2014)"),
+    "beta_vae": ("latentbench.remedies.beta_vae:BetaVAE", "beta-VAE: KL weighted by beta (Higgins et al. 2017)"),
+}
+
+_DATASETS = {
+    "digits": ("latentbench.data.digits:load", "scikit-learn's 1797 real 8x8 digits, embedded (default)"),
+    "mnist": ("latentbench.data.vision:mnist", "MNIST 28x28 via torchvision (--data-root, --download)"),
+    "fashion_mnist": ("latentbench.data.vision:fashion_mnist", "Fashion-MNIST 28x28 via torchvision"),
+    "cifar10": ("latentbench.data.vision:cifar10", "CIFAR-10 32x32 colour via torchvision"),
+    "synthetic": ("latentbench.data.synthetic:load", "procedural shapes with known factors, any size"),
+}
+
+_NETS = {
+    "mlp": ("latentbench.nets.mlp:build", "fully connected encoder/decoder (flat view of any latent)"),
+    "conv": ("latentbench.nets.conv:build", "DCGAN-style conv nets; spatial latents stay feature maps"),
+}
+
+
+def register_builtins() -> None:
+    for registry, table in ((REMEDIES, _REMEDIES), (DATASETS, _DATASETS), (NETS, _NETS)):
+        for name, (target, desc) in table.items():
+            registry.register(name, target, description=desc)
+    from latentbench.metrics_info import METRIC_INFO
+
+    for name, info in METRIC_INFO.items():
+        METRICS.register(name, info, description=info.description)

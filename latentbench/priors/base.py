@@ -1,0 +1,114 @@
+"""The Prior contract and the Gaussian-mixture arithmetic several priors and metrics share.
+
+A prior is an ``nn.Module`` with ``log_prob(z) -> (B,)`` and ``sample(n, generator) -> (n, *shape)``,
+working on the flattened view of flat and spatial latents alike. An ex-post prior (``expost = True``)
+also has ``fit(codes)``: it is fitted on aggregate-posterior codes after training and saved with the
+checkpoint, so a cell can be re-scored from disk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from latentbench.latent import LatentShape
+
+LOG_2PI = math.log(2 * math.pi)
+# Largest number of (batch x component x dim) elements handled by the direct formula; above it the
+# mixture log-density goes through matrix products, which keep memory at O(B*K + K*D).
+DIRECT_LIMIT = 1 << 25
+
+
+class Prior(nn.Module):
+    """Base class: subclasses implement ``log_prob`` and ``sample`` (and ``fit`` if ex-post)."""
+
+    expost: bool = False
+
+    def __init__(self, latent: LatentShape) -> None:
+        super().__init__()
+        self.latent = latent
+        # A non-persistent anchor so that every prior knows its device, even one with no parameters.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return self.latent.dim
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def analytic_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor | None:
+        """KL(q(z|x) || p(z)) in closed form, or None when only a Monte Carlo estimate exists."""
+        return None
+
+    def attach(self, model: nn.Module) -> None:
+        """Called once by the VAE that owns this prior (the VampPrior needs its encoder)."""
+
+    def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
+        raise TypeError(f"{type(self).__name__} is not an ex-post prior")
+
+    def _device(self) -> torch.device:
+        return self._anchor.device
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # Fitted priors size their buffers at fit time (e.g. the number of GMM components), so a
+        # fresh instance adopts the saved shapes before loading.
+        for name, buf in list(self._buffers.items()):
+            if name in self._non_persistent_buffers_set:
+                continue
+            key = prefix + name
+            if key in state_dict and (buf is None or buf.shape != state_dict[key].shape):
+                self._buffers[name] = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def diag_gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over all non-batch dims -> (B,)."""
+    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).flatten(1).sum(1)
+
+
+def mixture_log_prob(
+    z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor, log_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log sum_k w_k N(z; m_k, diag v_k) for flat z (B, D), means/logvars (K, D) -> (B,).
+
+    Uniform weights when ``log_weights`` is None. Small problems use the direct formula; large ones
+    expand the square into matrix products so that no (B, K, D) tensor is built.
+    """
+    b, d = z.shape
+    k = means.shape[0]
+    if log_weights is None:
+        log_weights = torch.full((k,), -math.log(k), device=z.device, dtype=z.dtype)
+    if b * k * d <= DIRECT_LIMIT:
+        diff = z[:, None, :] - means[None]
+        comp = -0.5 * (diff.pow(2) * torch.exp(-logvars)[None] + logvars[None] + LOG_2PI).sum(-1)
+    else:
+        prec = torch.exp(-logvars)  # (K, D)
+        const = (means.pow(2) * prec).sum(1) + logvars.sum(1) + d * LOG_2PI  # (K,)
+        comp = -0.5 * (z.pow(2) @ prec.T - 2 * z @ (means * prec).T + const[None])
+    return torch.logsumexp(comp + log_weights[None], dim=1)
+
+
+def sample_mixture(
+    n: int,
+    means: torch.Tensor,
+    logvars: torch.Tensor,
+    weights: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Draw n flat samples from a diagonal Gaussian mixture (uniform weights when None)."""
+    k = means.shape[0]
+    probs = torch.full((k,), 1.0 / k) if weights is None else weights.detach().float().cpu()
+    idx = torch.multinomial(probs, n, replacement=True, generator=generator).to(means.device)
+    eps = torch.randn(n, means.shape[1], generator=generator).to(means.device, means.dtype)
+    return means[idx] + torch.exp(0.5 * logvars[idx]) * eps
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from ``generator`` (reproducible across devices)."""
+    return torch.randn(shape, generator=generator).to(device)

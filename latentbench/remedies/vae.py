@@ -1,0 +1,17 @@
+"""The VAE of Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
+
+Prior p(z) = N(0, I); loss = -ELBO, Eq. 3 with the closed-form KL of Eq. 10 (Appendix B).
+This is the baseline whose prior holes grow with the latent size.
+"""
+
+from __future__ import annotations
+
+from latentbench.remedies import Remedy
+
+
+class VAE(Remedy):
+    """Plain VAE, N(0, I) prior (Kingma & Welling 2014)."""
+
+    name = "vae"
+    description = "Plain VAE, N(0, I) prior (Kingma & Welling 2014)"
+    params: dict = {}

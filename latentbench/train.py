@@ -1,0 +1,254 @@
+"""The shared training harness: every remedy trains through this one loop.
+
+- The data lives on the device as one tensor; batches are drawn by index (no DataLoader workers).
+- No per-step host sync: the epoch's loss is summed on the device and read once per epoch.
+- Fused (or foreach) Adam, bf16 autocast on CUDA, optional ``torch.compile``.
+- Seeded per epoch, so a resumed run continues exactly where an uninterrupted one would be.
+- Optional KL warm-up (linear over ``kl_warmup`` epochs) and early stopping on the held-out ELBO.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from latentbench.checkpoint import load_checkpoint, save_checkpoint
+from latentbench.data import Data, load_data
+from latentbench.device import autocast
+from latentbench.errors import UserError
+from latentbench.latent import LatentShape
+from latentbench.model import VAE
+from latentbench.nets import build_nets
+from latentbench.nets.likelihood import make_likelihood
+from latentbench.remedies import Remedy, create_remedy
+from latentbench.spec import Cell
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def build_model(cell: Cell, image_shape: tuple[int, int, int]) -> tuple[VAE, Remedy]:
+    """Nets from the registry, the remedy's prior, the likelihood: an untrained VAE for ``cell``."""
+    latent = LatentShape.parse(cell.latent)
+    remedy = create_remedy(cell.remedy, **cell.remedy_params)
+    encoder, decoder = build_nets(cell.arch, image_shape, latent, **cell.net)
+    prior = remedy.build_prior(latent, image_shape)
+    return VAE(encoder, decoder, prior, make_likelihood(cell.likelihood, cell.sigma), latent), remedy
+
+
+def split_validation(x: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded split of the training images into (fit, validation)."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    n_val = max(1, int(round(fraction * len(x))))
+    return x[perm[n_val:]], x[perm[:n_val]]
+
+
+def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    torch.manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed(seed * 7_919 + epoch)
+
+
+def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+@torch.no_grad()
+def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+    """Held-out means of rec, kl and elbo (one z per image), in nats, under the generative prior."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    rec = torch.zeros((), device=dev, dtype=torch.float64)
+    kl = torch.zeros((), device=dev, dtype=torch.float64)
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(dev)
+        with autocast(dev):
+            t = model.terms(xb, prior=model.generative_prior)
+        rec += t["rec"].double().sum()
+        kl += t["kl"].double().sum()
+    model.train(was_training)
+    r, k = rec.item() / len(x), kl.item() / len(x)
+    return {"rec": r, "kl": k, "elbo": -(r + k)}
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    train_s: float = 0.0
+    optimizer: Any = None
+
+
+def fit(
+    model: VAE,
+    remedy: Remedy,
+    cell: Cell,
+    train_x: torch.Tensor,
+    device: torch.device,
+    *,
+    quiet: bool = False,
+    compile: bool = False,
+    checkpoint: Path | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    state: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_x`` for ``cell.epochs`` epochs (resuming from ``state`` if given).
+
+    ``on_epoch(epoch, stats)`` is called after each epoch with the held-out ELBO (Optuna reports it).
+    """
+    model.to(device).train()
+    if device.type == "cuda" and cell.arch == "conv":
+        model.to(memory_format=torch.channels_last)
+    fit_x, val_x = split_validation(train_x, cell.val_fraction, cell.seed)
+    fit_x, val_x = fit_x.to(device), val_x.to(device)
+    opt = make_optimizer(model, cell.lr)
+    result = TrainResult()
+    start_epoch, best, bad_epochs = 0, None, 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        result.history = list(state.get("history", []))
+        start_epoch = int(state["epoch"])
+        best = state.get("best_elbo")
+        bad_epochs = int(state.get("bad_epochs", 0))
+    loss_fn = torch.compile(model.loss) if compile else model.loss
+    n, bs = len(fit_x), min(cell.batch_size, len(fit_x))
+    steps = max(1, n // bs)  # drop the ragged last batch: constant shapes suit compile and speed
+    best_state = None
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_epoch, cell.epochs), desc=f"train {cell.remedy} z={cell.latent}",
+               disable=quiet, leave=False, unit="ep", initial=start_epoch, total=cell.epochs)
+    for epoch in bar:
+        g = _seed_epoch(cell.seed, epoch)
+        beta = remedy.beta * (min(1.0, (epoch + 1) / cell.kl_warmup) if cell.kl_warmup else 1.0)
+        perm = torch.randperm(n, generator=g).to(device)
+        total = torch.zeros((), device=device)
+        for s in range(steps):
+            xb = fit_x[perm[s * bs : (s + 1) * bs]]
+            with autocast(device):
+                loss = loss_fn(xb, beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        train_loss = total.item() / steps  # the one host sync of the epoch
+        if not torch.isfinite(torch.tensor(train_loss)):
+            raise TrainingDiverged(
+                f"training diverged: non-finite loss at epoch {epoch + 1} of {cell.remedy} z={cell.latent}; "
+                "try a lower --lr or a KL warm-up"
+            )
+        stats = {"epoch": epoch + 1, "loss": train_loss, **{f"val_{k}": v for k, v in evaluate(model, val_x).items()}}
+        result.history.append(stats)
+        bar.set_postfix(loss=f"{train_loss:.2f}", val_elbo=f"{stats['val_elbo']:.2f}")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, stats)
+        if cell.early_stop:
+            if best is None or stats["val_elbo"] > best:
+                best, bad_epochs = stats["val_elbo"], 0
+                best_state = _snapshot(model, best_state)
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cell.early_stop:
+                    result.stopped_early = True
+                    result.epochs_run = epoch + 1
+                    break
+        result.epochs_run = epoch + 1
+        if checkpoint is not None and image_shape is not None and (epoch + 1) % 10 == 0 and epoch + 1 < cell.epochs:
+            save_checkpoint(checkpoint, model, cell, image_shape, optimizer=opt, epoch=epoch + 1,
+                            history=result.history, extra={"best_elbo": best, "bad_epochs": bad_epochs})
+    bar.close()
+    if best_state is not None and result.stopped_early:
+        model.load_state_dict(best_state)
+    result.train_s = time.perf_counter() - t0
+    result.optimizer = opt
+    return result
+
+
+def _snapshot(model: VAE, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Copy the weights into preallocated buffers (no per-improvement deepcopy of the model)."""
+    sd = model.state_dict()
+    if into is None:
+        return {k: v.detach().clone() for k, v in sd.items()}
+    for k, v in sd.items():
+        into[k].copy_(v)
+    return into
+
+
+@torch.no_grad()
+def encode_codes(model: VAE, x: torch.Tensor, mode: str = "mean", generator: torch.Generator | None = None,
+                 batch_size: int = 1024) -> torch.Tensor:
+    """Aggregate-posterior codes of ``x``: posterior means (``mean``) or one z ~ q(z|x) (``sample``)."""
+    if mode not in ("mean", "sample"):
+        raise UserError(f"codes must be 'mean' or 'sample', got {mode!r}")
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(x), batch_size):
+        mu, logvar = model.encode(x[i : i + batch_size].to(dev))
+        out.append(mu if mode == "mean" else model.reparameterize(mu, logvar, generator))
+    return torch.cat(out).float()
+
+
+def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, quiet: bool = True) -> float:
+    """Fit the remedy's ex-post prior on the training codes, if it has one; returns seconds spent."""
+    prior = remedy.build_expost(model.latent)
+    if prior is None:
+        return 0.0
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed + 17)
+    codes = encode_codes(model, train_x, remedy.expost_codes, g)
+    prior.to(codes.device)
+    prior.fit(codes, generator=g, quiet=quiet)
+    model.set_expost(prior)
+    return time.perf_counter() - t0
+
+
+def train_cell(
+    cell: Cell,
+    device: torch.device,
+    *,
+    checkpoint: Path | None = None,
+    quiet: bool = False,
+    compile: bool = False,
+    data: Data | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[VAE, Data, dict[str, Any]]:
+    """Load data, build, train (resuming from ``checkpoint`` if it holds a partial run), ex-post fit
+    and save. Returns (model, data, info) where info has the history and timings."""
+    data = data or load_data(cell.dataset, seed=cell.seed, **cell.data)
+    torch.manual_seed(cell.seed)
+    state = None
+    if checkpoint is not None and Path(checkpoint).is_file():
+        model, remedy, payload = load_checkpoint(checkpoint, device, expect_cell=cell)
+        if payload.get("complete"):
+            return model, data, payload["info"]
+        state = payload
+    else:
+        model, remedy = build_model(cell, data.image_shape)
+    result = fit(model, remedy, cell, data.train, device, quiet=quiet, compile=compile,
+                 checkpoint=checkpoint, image_shape=data.image_shape, on_epoch=on_epoch, state=state)
+    expost_s = fit_expost(model, remedy, data.train.to(device), cell.seed, quiet=quiet)
+    info = {
+        "history": result.history,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "train_s": result.train_s + (state or {}).get("info", {}).get("train_s", 0.0),
+        "expost_s": expost_s,
+    }
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, model, cell, data.image_shape, optimizer=result.optimizer,
+                        epoch=result.epochs_run, history=result.history, complete=True, info=info)
+    return model, data, info
