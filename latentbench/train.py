@@ -105,6 +105,7 @@ def fit(
     image_shape: tuple[int, int, int] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     state: dict[str, Any] | None = None,
+    checkpoint_every: int = 10,
 ) -> TrainResult:
     """Train ``model`` on ``train_x`` for ``cell.epochs`` epochs (resuming from ``state`` if given).
 
@@ -153,8 +154,6 @@ def fit(
         stats = {"epoch": epoch + 1, "loss": train_loss, **{f"val_{k}": v for k, v in evaluate(model, val_x).items()}}
         result.history.append(stats)
         bar.set_postfix(loss=f"{train_loss:.2f}", val_elbo=f"{stats['val_elbo']:.2f}")
-        if on_epoch is not None:
-            on_epoch(epoch + 1, stats)
         if cell.early_stop:
             if best is None or stats["val_elbo"] > best:
                 best, bad_epochs = stats["val_elbo"], 0
@@ -166,9 +165,12 @@ def fit(
                     result.epochs_run = epoch + 1
                     break
         result.epochs_run = epoch + 1
-        if checkpoint is not None and image_shape is not None and (epoch + 1) % 10 == 0 and epoch + 1 < cell.epochs:
+        if (checkpoint is not None and image_shape is not None and checkpoint_every
+                and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < cell.epochs):
             save_checkpoint(checkpoint, model, cell, image_shape, optimizer=opt, epoch=epoch + 1,
                             history=result.history, extra={"best_elbo": best, "bad_epochs": bad_epochs})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, stats)
     bar.close()
     if best_state is not None and result.stopped_early:
         model.load_state_dict(best_state)
@@ -225,6 +227,7 @@ def train_cell(
     compile: bool = False,
     data: Data | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_every: int = 10,
 ) -> tuple[VAE, Data, dict[str, Any]]:
     """Load data, build, train (resuming from ``checkpoint`` if it holds a partial run), ex-post fit
     and save. Returns (model, data, info) where info has the history and timings."""
@@ -239,7 +242,8 @@ def train_cell(
     else:
         model, remedy = build_model(cell, data.image_shape)
     result = fit(model, remedy, cell, data.train, device, quiet=quiet, compile=compile,
-                 checkpoint=checkpoint, image_shape=data.image_shape, on_epoch=on_epoch, state=state)
+                 checkpoint=checkpoint, image_shape=data.image_shape, on_epoch=on_epoch, state=state,
+                 checkpoint_every=checkpoint_every)
     expost_s = fit_expost(model, remedy, data.train.to(device), cell.seed, quiet=quiet)
     info = {
         "history": result.history,
