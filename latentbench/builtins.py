@@ -7,6 +7,18 @@ from latentbench.registry import DATASETS, METRICS, NETS, REMEDIES
 _REMEDIES = {
     "vae": ("latentbench.remedies.vae:VAE", "Plain VAE, N(0, I) prior (Kingma & Welling 2014)"),
     "beta_vae": ("latentbench.remedies.beta_vae:BetaVAE", "beta-VAE: KL weighted by beta (Higgins et al. 2017)"),
+    "mog_prior": ("latentbench.remedies.mog_prior:MoGPrior",
+                  "Learnable mixture of K diagonal Gaussians as p(z) (Tomczak & Welling 2018)"),
+    "vamp": ("latentbench.remedies.vamp:Vamp",
+             "VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"),
+    "flow_prior": ("latentbench.remedies.flow_prior:FlowPrior",
+                   "Coupling-flow prior trained jointly (RealNVP / Glow-style; Xu et al. 2019)"),
+    "expost_gmm": ("latentbench.remedies.expost_gmm:ExpostGMM",
+                   "Plain VAE + GMM fitted on the codes after training, K by BIC (Ghosh et al. 2020)"),
+    "expost_flow": ("latentbench.remedies.expost_flow:ExpostFlow",
+                    "Plain VAE + RealNVP flow fitted on the codes after training (Dinh et al. 2017)"),
+    "two_stage": ("latentbench.remedies.two_stage:TwoStage",
+                  "A second VAE with learned variance on the codes (Dai & Wipf 2019)"),
 }
 
 _DATASETS = {

@@ -28,6 +28,7 @@ from latentbench.nets import build_nets
 from latentbench.nets.likelihood import make_likelihood
 from latentbench.remedies import Remedy, create_remedy
 from latentbench.spec import Cell
+from latentbench.state import snapshot
 
 
 class TrainingDiverged(UserError):
@@ -157,7 +158,7 @@ def fit(
         if cell.early_stop:
             if best is None or stats["val_elbo"] > best:
                 best, bad_epochs = stats["val_elbo"], 0
-                best_state = _snapshot(model, best_state)
+                best_state = snapshot(model, best_state)
             else:
                 bad_epochs += 1
                 if bad_epochs >= cell.early_stop:
@@ -177,16 +178,6 @@ def fit(
     result.train_s = time.perf_counter() - t0
     result.optimizer = opt
     return result
-
-
-def _snapshot(model: VAE, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """Copy the weights into preallocated buffers (no per-improvement deepcopy of the model)."""
-    sd = model.state_dict()
-    if into is None:
-        return {k: v.detach().clone() for k, v in sd.items()}
-    for k, v in sd.items():
-        into[k].copy_(v)
-    return into
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from latentbench.latent import LatentShape
 LOG_2PI = math.log(2 * math.pi)
 # Largest number of (batch x component x dim) elements handled by the direct formula; above it the
 # mixture log-density goes through matrix products, which keep memory at O(B*K + K*D).
-DIRECT_LIMIT = 1 << 25
+DIRECT_LIMIT = 1 << 18
 
 
 class Prior(nn.Module):

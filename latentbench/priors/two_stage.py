@@ -1,0 +1,113 @@
+"""The second stage of the two-stage VAE (Dai & Wipf 2019, "Diagnosing and Enhancing VAE Models").
+
+After the first VAE is trained, a second VAE is fitted on its codes z with latent u (same dim by
+default, Sec. 4) and a learned decoder variance gamma (Eq. 4's gamma, one scalar, learned):
+    p(z | u) = N(z; g(u), gamma I),   p(u) = N(0, I),   q(u | z) = N(mu(z), diag sigma^2(z)).
+Sampling draws u ~ N(0, I) and z ~ N(g(u), gamma I), so that samples and ``log_prob`` describe one
+density (the paper decodes the mean g(u); the two agree as the learned gamma shrinks).
+``log_prob(z)`` has no closed form; it is the importance-weighted bound with ``n_iw`` draws from
+q(u | z) (Burda et al. 2016, Eq. 8), a lower bound on log p(z).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from latentbench.latent import LatentShape
+from latentbench.priors.base import LOG_2PI, Prior, diag_gaussian_log_prob, randn
+from latentbench.state import snapshot
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class TwoStagePrior(Prior):
+    expost = True
+
+    def __init__(self, latent: LatentShape, u_dim: int | None = None, hidden: int = 512, depth: int = 2,
+                 epochs: int = 200, lr: float = 1e-3, batch_size: int = 128, n_iw: int = 32,
+                 patience: int = 10) -> None:
+        super().__init__(latent)
+        d = latent.dim
+        self.u_dim = u_dim or d
+        self.encoder = _mlp([d] + [hidden] * depth + [2 * self.u_dim])
+        self.decoder = _mlp([self.u_dim] + [hidden] * depth + [d])
+        self.log_gamma = nn.Parameter(torch.zeros(()))
+        self.register_buffer("loc", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
+        self.epochs, self.lr, self.batch_size, self.n_iw, self.patience = epochs, lr, batch_size, n_iw, patience
+
+    # codes are standardised per dimension; the change of variables adds -sum log scale to log p(z)
+    def _encode(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(y).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)
+
+    def _log_lik(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        gamma = self.log_gamma.exp()
+        sq = (y - self.decoder(u)).pow(2).sum(-1)
+        return -0.5 * sq / gamma - 0.5 * y.shape[-1] * (self.log_gamma + LOG_2PI)
+
+    def _neg_elbo(self, y: torch.Tensor) -> torch.Tensor:
+        mu, logvar = self._encode(y)
+        u = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return (-self._log_lik(y, u) + kl).mean()
+
+    def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
+        g = generator or torch.Generator().manual_seed(0)
+        x = codes.flatten(1).float()
+        self.loc.copy_(x.mean(0))
+        self.scale.copy_(x.std(0) + 1e-4)
+        y = (x - self.loc) / self.scale
+        perm = torch.randperm(len(y), generator=g).to(y.device)
+        n_val = max(1, len(y) // 10)
+        val, fit = y[perm[:n_val]], y[perm[n_val:]]
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr)
+        bs = min(self.batch_size, len(fit))
+        best, best_state, bad = math.inf, None, 0
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
+        for _ in tqdm(range(self.epochs), desc="fit second stage", disable=quiet, leave=False):
+            order = torch.randperm(len(fit), generator=g).to(y.device)
+            for i in range(0, len(fit) - bs + 1, bs):
+                loss = self._neg_elbo(fit[order[i : i + bs]])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                v = self._neg_elbo(val).item()
+            if v < best:
+                best, bad, best_state = v, 0, snapshot(self, best_state)
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        if best_state is not None:
+            self.load_state_dict(best_state)
+        self.eval()
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        y = (z.flatten(1).float() - self.loc) / self.scale
+        mu, logvar = self._encode(y)
+        k = self.n_iw
+        u = mu[None] + torch.exp(0.5 * logvar)[None] * torch.randn(k, *mu.shape, device=mu.device)
+        log_w = (self._log_lik(y[None].expand(k, *y.shape), u)
+                 - 0.5 * (u.pow(2) + LOG_2PI).sum(-1)
+                 - diag_gaussian_log_prob(u.reshape(-1, mu.shape[1]), mu.repeat(k, 1), logvar.repeat(k, 1)).reshape(k, -1))
+        return torch.logsumexp(log_w, 0) - math.log(k) - torch.log(self.scale).sum()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = randn((n, self.u_dim), generator, self._device())
+        noise = randn((n, self.dim), generator, self._device()) * torch.exp(0.5 * self.log_gamma)
+        z = (self.decoder(u) + noise) * self.scale + self.loc
+        return z.reshape(n, *self.latent.shape)

@@ -1,0 +1,33 @@
+"""Two-stage VAE (Dai & Wipf 2019, "Diagnosing and Enhancing VAE Models", Sec. 4).
+
+Stage 1: a VAE on x. Stage 2: a second VAE on the stage-1 codes z with a learned decoder variance
+gamma (Eq. 4), so that its aggregate posterior matches N(0, I) where the first one does not.
+Sampling: u ~ N(0, I) -> z = g(u) -> x. The paper keeps the second stage's latent size equal to the
+first's and tunes the width of its fully connected nets. See ``latentbench.priors.two_stage``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from latentbench.priors.two_stage import TwoStagePrior
+from latentbench.remedies import Remedy
+
+
+class TwoStage(Remedy):
+    """Second VAE with learned gamma fitted on the codes (Dai & Wipf 2019)."""
+
+    name = "two_stage"
+    description = "A second VAE with learned variance on the codes (Dai & Wipf 2019)"
+    params = {"codes": "mean", "hidden": 256, "depth": 2, "fit_epochs": 100}
+
+    def build_expost(self, latent):
+        return TwoStagePrior(latent, hidden=int(self.p["hidden"]), depth=int(self.p["depth"]),
+                             epochs=int(self.p["fit_epochs"]))
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return {
+            "hidden": trial.suggest_categorical("hidden", [256, 512, 1024]),
+            "depth": trial.suggest_int("depth", 1, 3),
+        }

@@ -1,0 +1,28 @@
+"""VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior").
+
+p(z) = 1/K sum_k q(z | u_k)  (Eq. 9), with K pseudo-inputs u_k learned by backpropagation jointly with
+the VAE; the KL term is estimated by Monte Carlo. The paper tunes K (500 on MNIST; 50 here by
+default, since digits has 1437 training images).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from latentbench.priors.vamp import VampPrior
+from latentbench.remedies import Remedy
+
+
+class Vamp(Remedy):
+    """VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)."""
+
+    name = "vamp"
+    description = "VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"
+    params = {"n_pseudo": 50}
+
+    def build_prior(self, latent, image_shape):
+        return VampPrior(latent, image_shape, int(self.p["n_pseudo"]))
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return {"n_pseudo": trial.suggest_int("n_pseudo", 10, 1000, log=True)}
