@@ -113,8 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later modules add their subcommands here (run, score, leaderboard, ...).
-_EXTRA_COMMANDS: list = []
+def _bench_commands(sub) -> None:
+    from latentbench.cli_bench import add_commands
+
+    add_commands(sub)
+
+
+_EXTRA_COMMANDS: list = [_bench_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,3 +116,27 @@ def _rec(model, x: torch.Tensor, g: torch.Generator, batch: int = 1000) -> float
         z = model.reparameterize(mu, logvar, g)
         total += -model.likelihood.log_prob(xb, model.decode(z).float()).double().sum().item()
     return total / len(x)
+
+
+@torch.no_grad()
+def sample_snapshot(model, test_x: torch.Tensor, seed: int, n_images: int = 16, n_norms: int = 2000) -> dict[str, Any]:
+    """Small arrays for plots and reports: decoded images from z ~ p(z), z ~ q(z|x) and
+    z ~ N(mu(x), I) (the seed question's third decoder input), and ||z||/sqrt(D) of prior and
+    aggregate-posterior samples."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(seed + 99)
+    lat = draw_latents(model, test_x, max(n_images, n_norms), g)
+    mu = lat["mu"][lat["post_index"][:n_images]]
+    z_unit = mu + torch.randn(mu.shape, generator=g).to(mu.device)
+    d = model.latent.dim
+    norm = lambda z: (z.flatten(1).double().norm(dim=1) / d**0.5).cpu().numpy()  # noqa: E731
+    return {
+        "prior_images": decode_batched(model, lat["z_prior"][:n_images]).numpy(),
+        "post_images": decode_batched(model, lat["z_post"][:n_images]).numpy(),
+        "unit_images": decode_batched(model, z_unit).numpy(),
+        "data_images": test_x[lat["post_index"][:n_images].cpu()].numpy(),
+        "norm_prior": norm(lat["z_prior"][:n_norms]),
+        "norm_post": norm(lat["z_post"][:n_norms]),
+        "latent_dim": np.array(d),
+    }

@@ -1,0 +1,195 @@
+"""``latentbench run``, ``score`` and ``leaderboard``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from latentbench.errors import UserError
+
+DEFAULT_REMEDIES = ["vae", "beta_vae", "mog_prior", "vamp", "flow_prior", "expost_gmm", "expost_flow", "two_stage"]
+DEFAULT_LATENTS = ["2", "8", "32", "128", "512"]
+# The default grid (digits, CPU): every built-in remedy x 5 latent sizes x 1 seed, sized to finish in
+# a few minutes on 2 cores. baselines/digits.toml holds the same settings.
+DEFAULT_BASE = {"dataset": "digits", "arch": "mlp", "epochs": 60, "n_samples": 2000, "iw_k": 100}
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def build_grid(args: argparse.Namespace):
+    from latentbench.cli import _cell_overrides
+    from latentbench.latent import LatentShape
+    from latentbench.registry import REMEDIES
+    from latentbench.spec import Grid, load_grid
+
+    if args.spec:
+        grid = load_grid(args.spec)
+    else:
+        grid = Grid(name="default", remedies=list(DEFAULT_REMEDIES), latents=list(DEFAULT_LATENTS), seeds=[0],
+                    base=dict(DEFAULT_BASE))
+    over = _cell_overrides(args)
+    if "data" in over:
+        over["data"] = {**grid.base.get("data", {}), **over["data"]}
+    grid.base.update(over)
+    if args.n_samples is not None:
+        grid.base["n_samples"] = args.n_samples
+    if args.remedies:
+        grid.remedies = _csv(args.remedies)
+    if args.latents:
+        grid.latents = [str(LatentShape.parse(v)) for v in _csv(args.latents)]
+    if args.seeds:
+        try:
+            grid.seeds = [int(s) for s in _csv(args.seeds)]
+        except ValueError:
+            raise UserError(f"bad --seeds {args.seeds!r}: write comma-separated integers >= 0, e.g. 0,1,2") from None
+    if any(s < 0 for s in grid.seeds):
+        raise UserError(f"bad --seeds {args.seeds!r}: seeds must be >= 0")
+    if args.name:
+        grid.name = args.name
+    for r in grid.remedies:
+        REMEDIES.get(r)  # unknown names fail before any work starts
+    if not grid.remedies or not grid.latents or not grid.seeds:
+        raise UserError("the grid is empty: give at least one remedy, latent size and seed")
+    grid.cells()  # validates every cell (ranges, parameters) up front
+    return grid
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from latentbench.bench import parse_shard, run_grid
+    from latentbench.device import pick_device
+
+    shard = parse_shard(args.shard)
+    grid = build_grid(args)
+    for r in grid.remedies:  # reject unknown remedy parameters before training anything
+        from latentbench.remedies import create_remedy
+
+        create_remedy(r, **grid.remedy_params.get(r, {}))
+    device = pick_device(args.device)
+    folder = Path(args.out or f"runs/{grid.name}")
+    try:
+        summary = run_grid(grid, folder, device, shard=shard, force=args.force, quiet=args.quiet,
+                           command=args.command_line, compile=args.compile)
+    except KeyboardInterrupt:
+        print(f"\nlatentbench: interrupted; finished cells are saved in {folder}/records. "
+              f"Run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(f"{folder}: {summary['done']} cells run, {summary['skipped']} already done, "
+          f"{summary['busy']} held by another process, {len(summary['failed'])} failed "
+          f"({summary['seconds']:.0f}s)")
+    try:
+        from latentbench.leaderboard import records_frame, render
+        from latentbench.plots import make_plots
+        from latentbench.records import read_records
+
+        records = read_records([folder], skip_bad=True)
+        df = records_frame(records)
+        if not df.empty:
+            text = render(df, "fid_prior", "markdown")
+            from latentbench.atomic import atomic_write_text
+
+            atomic_write_text(folder / "leaderboard.md", text)
+            make_plots(records, df, folder / "plots")
+            print(text)
+    except UserError as exc:
+        print(f"latentbench: no leaderboard yet: {exc}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"latentbench: {len(summary['failed'])} cell(s) failed:", file=sys.stderr)
+        for rec in summary["failed"]:
+            print(f"  {rec['id']}: {rec['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from latentbench.checkpoint import load_checkpoint
+    from latentbench.data import load_data
+    from latentbench.device import pick_device
+    from latentbench.records import make_record, provenance, write_record
+    from latentbench.score import score_model
+
+    device = pick_device(args.device)
+    model, _, payload = load_checkpoint(args.checkpoint, device)
+    from latentbench.spec import Cell
+
+    cell = Cell.from_dict(payload["cell"])
+    changes = {k: v for k, v in (("n_samples", args.n), ("features", args.features), ("iw_k", args.iw_k)) if v is not None}
+    cell = replace(cell, **changes)
+    data = load_data(cell.dataset, seed=cell.seed, **cell.data)
+    import time
+
+    t0 = time.time()
+    metrics, notes, timing = score_model(model, data, cell, device, quiet=args.quiet)
+    rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing,
+                      prov=provenance(device, args.command_line, t0))
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".json")
+    write_record(out, rec)
+    print(pd.Series(metrics, name="value").to_frame().to_markdown(floatfmt=".4g"))
+    print(f"record: {out}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from latentbench.leaderboard import records_frame, render
+    from latentbench.records import read_records
+
+    records = read_records(args.dirs, skip_bad=args.skip_bad)
+    df = records_frame(records)
+    if df.empty:
+        raise UserError("these folders hold no successful records")
+    text = render(df, args.metric, args.format)
+    if args.plots:
+        from latentbench.plots import make_plots
+
+        paths = make_plots(records, df, Path(args.plots))
+        print(f"wrote {len(paths)} plots to {args.plots}", file=sys.stderr)
+    if args.out:
+        from latentbench.atomic import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from latentbench.cli import _add_cell_args, _add_common
+
+    p = sub.add_parser("run", help="run a grid: remedies x latent sizes x seeds (default: the digits grid)")
+    p.add_argument("spec", nargs="?", help="TOML grid spec (e.g. baselines/digits.toml); flags override it")
+    p.add_argument("--remedies", help="comma-separated remedy names")
+    p.add_argument("--latents", help="comma-separated latent sizes, e.g. 2,32,8x8x16")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--n-samples", type=int, dest="n_samples", help="samples per set for scoring")
+    p.add_argument("--name", help="run name (default: the spec's name, or 'default')")
+    p.add_argument("--out", help="output folder (default runs/<name>)")
+    p.add_argument("--shard", help="i/n: run every n-th cell starting at i (0-based)")
+    p.add_argument("--force", action="store_true", help="recompute finished cells")
+    _add_cell_args(p, single=False)
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("score", help="score a trained checkpoint and write its record")
+    p.add_argument("checkpoint")
+    p.add_argument("--n", type=int, help="samples per set (default: the cell's, 10000)")
+    p.add_argument("--iw-k", type=int, dest="iw_k", help="importance samples per image for nll_iw")
+    p.add_argument("--features", choices=["domain", "inception"])
+    p.add_argument("--out", help="record path (default: beside the checkpoint)")
+    _add_common(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("leaderboard", help="tables (and plots) from the records of one or more runs")
+    p.add_argument("dirs", nargs="+", help="run or leaderboard folders")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "html"])
+    p.add_argument("--metric", default="fid_prior")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--plots", help="also write PNG plots to this folder")
+    p.add_argument("--skip-bad", action="store_true", dest="skip_bad", help="skip corrupt record files")
+    p.set_defaults(func=cmd_leaderboard)

@@ -1,0 +1,119 @@
+"""Records: one JSON file per grid cell, the only thing leaderboards read.
+
+``{"schema": 1, "status": "ok"|"failed", "error": null|str, "cell": {...}, "metrics": {...},
+"notes": {...}, "timing": {...}, "provenance": {...}}``. Written atomically; a newer schema than this
+latentbench knows is refused with one line naming the version.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from latentbench.atomic import atomic_write_text
+from latentbench.errors import UserError
+
+RECORD_SCHEMA = 1
+
+
+def git_hash() -> str | None:
+    """The commit of the latentbench checkout in use, if it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(device, command: str, started_at: float) -> dict[str, Any]:
+    import torch
+
+    from latentbench import __version__
+    from latentbench.device import device_name
+
+    return {
+        "latentbench": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device_name(device),
+        "git_hash": git_hash(),
+        "command": command,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+    }
+
+
+def make_record(cell, *, status: str, metrics: dict | None = None, notes: dict | None = None,
+                timing: dict | None = None, error: str | None = None, prov: dict | None = None,
+                extras: dict | None = None) -> dict[str, Any]:
+    return {
+        "schema": RECORD_SCHEMA,
+        "id": cell.id,
+        "status": status,
+        "error": error,
+        "cell": cell.to_dict(),
+        "metrics": metrics or {},
+        "notes": notes or {},
+        "timing": timing or {},
+        "provenance": prov or {},
+        **({"extras": extras} if extras else {}),
+    }
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, allow_nan=True) + "\n")
+
+
+def upgrade(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Read records of older schemas (none so far below 1); refuse newer ones."""
+    schema = record.get("schema")
+    if not isinstance(schema, int):
+        raise UserError(f"{path}: not a latentbench record (no schema field)")
+    if schema > RECORD_SCHEMA:
+        raise UserError(f"{path}: record schema {schema} is newer than this latentbench reads ({RECORD_SCHEMA}); upgrade latentbench")
+    return record
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: corrupt record ({type(exc).__name__}: {exc}); fix or delete it, or pass --skip-bad") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: corrupt record (not a JSON object); fix or delete it, or pass --skip-bad")
+    return upgrade(rec, path)
+
+
+def record_files(folder: Path) -> list[Path]:
+    sub = folder / "records"
+    base = sub if sub.is_dir() else folder
+    return sorted(p for p in base.glob("*.json") if not p.name.startswith("."))
+
+
+def read_records(folders: list[str | Path], skip_bad: bool = False) -> list[dict[str, Any]]:
+    """All records under the given run or leaderboard folders (``DIR/records/*.json`` or ``DIR/*.json``)."""
+    out: list[dict[str, Any]] = []
+    for folder in map(Path, folders):
+        if not folder.exists():
+            raise UserError(f"no such folder: {folder}")
+        files = record_files(folder)
+        if not files:
+            raise UserError(f"{folder}: no records found (expected {folder}/records/*.json); run `latentbench run` first")
+        for f in files:
+            try:
+                rec = read_record(f)
+            except UserError as exc:
+                if not skip_bad:
+                    raise
+                import sys
+
+                print(f"latentbench: warning: skipped {exc}", file=sys.stderr)
+                continue
+            rec["_path"] = str(f)
+            out.append(rec)
+    return out
