@@ -23,3 +23,10 @@ def tiny_cell():
         return Cell(**base)
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory):
+    """Domain-feature classifiers are cached per test session, never in the user's cache."""
+    os.environ["LATENTBENCH_CACHE"] = str(tmp_path_factory.mktemp("lb-cache"))
+    yield

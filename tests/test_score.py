@@ -1,0 +1,165 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from latentbench.data import load_data
+from latentbench.latent import LatentShape
+from latentbench.model import VAE
+from latentbench.priors.standard_normal import StandardNormal
+from latentbench.score.features import ensure_classifier
+from latentbench.score.fidelity import compare
+from latentbench.score.geometry import active_units, latent_metrics
+from latentbench.score.likelihood import iwae_bound
+
+
+def _posteriors(n=2000, d=2, shift=0.0, seed=0):
+    """Posteriors whose aggregate is exactly N(shift, I): mu ~ N(shift, 0.5 I), var = 0.5."""
+    g = torch.Generator().manual_seed(seed)
+    mu = shift + math.sqrt(0.5) * torch.randn(n, d, generator=g)
+    logvar = torch.full((n, d), math.log(0.5))
+    idx = torch.randint(n, (n,), generator=g)
+    z_post = mu[idx] + math.sqrt(0.5) * torch.randn(n, d, generator=g)
+    z_prior = torch.randn(n, d, generator=g)
+    return mu, logvar, z_prior, z_post, idx
+
+
+def _geometry(shift, d=2):
+    mu, logvar, zp, zq, idx = _posteriors(d=d, shift=shift)
+    return latent_metrics(StandardNormal(LatentShape.parse(str(d))), mu, logvar, zp, zq, idx)
+
+
+def test_identical_sample_sets_have_zero_fid_and_full_precision_recall(cpu):
+    data = load_data("digits")
+    weights, info = ensure_classifier(data, cpu)
+    assert info["accuracy"] > 0.9
+    r = compare(data.test, data.test, features="domain", weights=weights, device=cpu, seed=0)
+    assert abs(r["fid"]) < 1e-3
+    assert r["precision"] > 0.99 and r["recall"] > 0.99
+    other = compare(data.test, torch.rand_like(data.test), features="domain", weights=weights, device=cpu, seed=0)
+    assert other["fid"] > 10 and other["precision"] < 0.5
+    # KID's unbiased estimate is ~0 (slightly negative) for identical sets, far above for different ones
+    assert other["kid"] > 10 * abs(r["kid"])
+
+
+def test_aggregate_posterior_equal_to_the_prior_has_no_gap():
+    m = _geometry(0.0)
+    assert abs(m["marginal_kl"]) < 0.05
+    assert abs(m["mmd_latent"]) < 2e-3
+    assert 0.003 < m["hole_fraction"] < 0.025
+    assert abs(m["norm_prior"] - m["norm_post"]) < 0.05
+
+
+def test_gap_metrics_grow_with_the_shift_of_the_aggregate_posterior():
+    ms = [_geometry(s) for s in (0.0, 0.5, 1.0, 2.0)]
+    for key in ("marginal_kl", "mmd_latent", "hole_fraction"):
+        vals = [m[key] for m in ms]
+        assert all(a < b for a, b in zip(vals, vals[1:])), (key, vals)
+
+
+def test_mutual_info_plus_marginal_kl_is_the_mean_kl():
+    m = _geometry(0.7, d=3)
+    assert abs(m["mutual_info"] + m["marginal_kl"] - m["kl"]) < 0.05
+
+
+def test_active_units_counts_the_informative_dimensions():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.zeros(500, 8)
+    mu[:, [1, 4, 6]] = torch.randn(500, 3, generator=g)
+    mu[:, 0] = 0.01 * torch.randn(500, generator=g)  # var 1e-4: inactive
+    assert active_units(mu) == 3
+
+
+class _IdentityGaussian(nn.Module):
+    def __init__(self, sigma):
+        super().__init__()
+        self.sigma = sigma
+
+    def log_prob(self, x, out):
+        return (-0.5 * ((x - out) / self.sigma) ** 2 - math.log(self.sigma) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+
+    def mean(self, out):
+        return out
+
+
+class _Linear(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, v):
+        return self.fn(v)
+
+
+def _linear_gaussian(var_scale):
+    """x = W z + b + sigma eps, z ~ N(0, I). The encoder is the exact posterior with its variance
+    scaled by ``var_scale`` (1 = exact)."""
+    torch.manual_seed(0)
+    d, p, sigma = 2, 5, 0.5
+    q, _ = torch.linalg.qr(torch.randn(p, d))
+    w, b = q * torch.tensor([1.5, 0.7]), torch.randn(p)  # orthogonal columns: a diagonal posterior
+    cov_post = torch.linalg.inv(torch.eye(d) + w.T @ w / sigma**2)
+    a = cov_post @ w.T / sigma**2
+    logvar = torch.log(torch.diagonal(cov_post) * var_scale)
+
+    enc = _Linear(lambda x: ((x.flatten(1) - b) @ a.T, logvar.expand(len(x), d)))
+    dec = _Linear(lambda z: (z @ w.T + b).reshape(-1, 1, 1, p))
+    model = VAE(enc, dec, StandardNormal(LatentShape.parse(str(d))), _IdentityGaussian(sigma), LatentShape.parse(str(d)))
+    x = (torch.randn(300, d) @ w.T + b + sigma * torch.randn(300, p)).reshape(-1, 1, 1, p)
+    marg = torch.distributions.MultivariateNormal(b, w @ w.T + sigma**2 * torch.eye(p))
+    exact = -marg.log_prob(x.flatten(1)).mean().item()
+    return model, x, exact
+
+
+def test_iwae_is_exact_with_the_true_posterior_and_tightens_with_k_otherwise():
+    model, x, exact = _linear_gaussian(1.0)
+    r = iwae_bound(model, x, k=10, generator=torch.Generator().manual_seed(0))
+    assert abs(r["nll_iw"] - exact) < 1e-3 and abs(-r["elbo_iw"] - exact) < 1e-3
+    model, x, exact = _linear_gaussian(3.0)
+    nlls = []
+    for k in (1, 10, 100, 2000):
+        r = iwae_bound(model, x, k=k, generator=torch.Generator().manual_seed(1))
+        assert r["nll_iw"] <= -r["elbo_iw"] + 1e-6  # the bound is at least the ELBO
+        nlls.append(r["nll_iw"])
+    assert all(a >= b - 1e-3 for a, b in zip(nlls, nlls[1:])), nlls
+    assert nlls[0] - exact > 0.1 and abs(nlls[-1] - exact) < 0.02
+
+
+def test_feature_cache_is_reused_and_invalidated_when_its_key_changes(cpu, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTBENCH_CACHE", str(tmp_path))
+    data = load_data("digits")
+    p1, i1 = ensure_classifier(data, cpu, {"epochs": 2})
+    p2, i2 = ensure_classifier(data, cpu, {"epochs": 2})
+    assert not i1["cached"] and i2["cached"] and p1 == p2
+    p3, i3 = ensure_classifier(data, cpu, {"epochs": 3})
+    assert not i3["cached"] and p3 != p1
+    data.train = data.train[1:]
+    data.train_labels = data.train_labels[1:]
+    p4, i4 = ensure_classifier(data, cpu, {"epochs": 2})
+    assert not i4["cached"] and p4 != p1
+
+
+def test_inception_without_weights_fails_with_one_line(monkeypatch, tmp_path):
+    from latentbench.errors import UserError
+
+    monkeypatch.setenv("LATENTBENCH_INCEPTION_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(UserError, match="Inception weights not found at .*missing.pth"):
+        compare(torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8), features="inception", weights=None,
+                device=torch.device("cpu"), seed=0)
+
+
+def test_score_cli_prints_metrics_and_writes_a_record(tiny_cell, cpu, tmp_path, capsys):
+    import json
+
+    from latentbench.cli import main
+    from latentbench.train import train_cell
+
+    ckpt = tmp_path / "m.pt"
+    train_cell(tiny_cell(), cpu, checkpoint=ckpt, quiet=True)
+    assert main(["score", str(ckpt), "--n", "300", "--iw-k", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fid_prior_post" in out and "hole_fraction" in out
+    rec = json.loads(ckpt.with_suffix(".json").read_text())
+    assert rec["status"] == "ok" and rec["notes"]["n_prior"] == 300 and rec["cell"]["n_samples"] == 300
