@@ -159,6 +159,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from latentbench.device import pick_device
+    from latentbench.diagnose import diagnose
+
+    reports = diagnose(Path(args.target), pick_device(args.device), Path(args.out) if args.out else None)
+    for r in reports:
+        print(r)
+    return 0
+
+
 def add_commands(sub) -> None:
     from latentbench.cli import _add_cell_args, _add_common
 
@@ -193,3 +203,9 @@ def add_commands(sub) -> None:
     p.add_argument("--plots", help="also write PNG plots to this folder")
     p.add_argument("--skip-bad", action="store_true", dest="skip_bad", help="skip corrupt record files")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("diagnose", help="report on prior holes for one checkpoint or every checkpoint of a run")
+    p.add_argument("target", help="a checkpoint (.pt) or a run folder")
+    p.add_argument("--out", help="report folder (default: beside the checkpoint, or RUN/diagnose)")
+    _add_common(p)
+    p.set_defaults(func=cmd_diagnose)
