@@ -119,7 +119,13 @@ def _bench_commands(sub) -> None:
     add_commands(sub)
 
 
-_EXTRA_COMMANDS: list = [_bench_commands]
+def _tune_commands(sub) -> None:
+    from latentbench.cli_tune import add_commands
+
+    add_commands(sub)
+
+
+_EXTRA_COMMANDS: list = [_bench_commands, _tune_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

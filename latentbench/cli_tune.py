@@ -1,0 +1,88 @@
+"""``latentbench tune``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from latentbench.errors import UserError
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import logging
+
+    import optuna
+
+    from latentbench import tune
+    from latentbench.atomic import atomic_write_text
+    from latentbench.spec import grid_to_toml
+
+    if args.quiet:
+        optuna.logging.set_verbosity(logging.WARNING)
+    study_name = args.study or f"{args.remedy}-{args.latent}-{args.dataset or 'digits'}"
+    if args.show:
+        study = optuna.load_study(study_name=study_name, storage=tune.make_storage(args.storage, study_name)) \
+            if _exists(args, study_name) else None
+        if study is None:
+            raise UserError(f"no study {study_name!r} in storage {args.storage or f'runs/tune/{study_name}.log'}")
+        df = tune.trials_frame(study)
+        print(df.to_markdown(index=False) if len(df) else "(no trials yet)")
+        return 0
+    if args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    from latentbench.cli import _cell_overrides
+    from latentbench.device import pick_device
+    from latentbench.registry import REMEDIES
+    from latentbench.spec import Cell
+
+    REMEDIES.get(args.remedy)
+    base = Cell(remedy=args.remedy, latent=args.latent, seed=args.seed,
+                **{"epochs": 30, "n_samples": 1000, "iw_k": 20, **_cell_overrides(args),
+                   **({"n_samples": args.n_samples} if args.n_samples else {})})
+    device = pick_device(args.device)
+    study = tune.build_study(study_name, args.storage, args.direction, args.sampler, args.seed,
+                             warmup_epochs=max(1, base.epochs // 4))
+    objective = tune.make_objective(base, args.metric, args.direction, device)
+    study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.quiet, catch=())
+    states = [t.state.name for t in study.trials]
+    print(f"study {study_name}: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+          f"{states.count('FAIL')} failed trials")
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise UserError("no trial completed, so there is no best spec; run more trials") from None
+    out = Path(args.out or f"best-{study_name}.toml")
+    atomic_write_text(out, grid_to_toml(tune.best_grid(study, base)))
+    print(f"best {args.metric} = {best.value:.4g} with {best.params}")
+    print(f"wrote {out}: run it with `latentbench run {out}`")
+    return 0
+
+
+def _exists(args, name: str) -> bool:
+    import optuna
+
+    from latentbench import tune
+
+    storage = tune.make_storage(args.storage, name)
+    return any(s.study_name == name for s in optuna.study.get_all_study_summaries(storage))
+
+
+def add_commands(sub) -> None:
+    from latentbench.cli import _add_cell_args, _add_common
+
+    p = sub.add_parser("tune", help="tune one remedy at one latent size with Optuna")
+    _add_cell_args(p, single=True)
+    p.add_argument("--trials", type=int, default=20, help="trials for this worker (default 20)")
+    p.add_argument("--metric", default="fid_prior")
+    p.add_argument("--direction", default="minimize", choices=["minimize", "maximize"])
+    p.add_argument("--n-samples", type=int, dest="n_samples", help="samples per set when scoring trials")
+    p.add_argument("--storage", help="journal file path or database URL (default runs/tune/<study>.log)")
+    p.add_argument("--study", help="study name; workers with the same name and storage share it")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid"])
+    p.add_argument("--out", help="best spec TOML (default best-<study>.toml)")
+    p.add_argument("--show", action="store_true", help="print the study's trials table and exit")
+    _add_common(p)
+    p.set_defaults(func=cmd_tune)
+
+

@@ -1,0 +1,93 @@
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from latentbench.cli import main
+from latentbench.spec import load_grid
+from latentbench.tune import build_study
+
+TUNE = ["tune", "--remedy", "beta_vae", "--latent", "2", "--epochs", "2", "--n-samples", "150", "--quiet"]
+
+
+def _worker(storage: str, study: str, out: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "latentbench", *TUNE, "--trials", "3", "--storage", storage, "--study", study,
+           "--out", out]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _two_workers(storage: str, study: str, tmp_path) -> optuna.Study:
+    procs = [_worker(storage, study, str(tmp_path / f"best{i}.toml")) for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out
+    from latentbench.tune import make_storage
+
+    return optuna.load_study(study_name=study, storage=make_storage(storage, study))
+
+
+def test_two_processes_share_one_journal_study(tmp_path):
+    study = _two_workers(str(tmp_path / "journal.log"), "shared", tmp_path)
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(study.trials) == 6 and len(finished) == 6
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    from tests.pg import PostgresServer
+
+    try:
+        server = PostgresServer()
+        url = server.start()
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL test, but no server could be started: {exc}")
+        pytest.skip(f"no PostgreSQL server could be started: {exc}")
+    yield url
+    server.stop()
+
+
+def test_two_processes_share_one_postgresql_study(postgres_url, tmp_path):
+    study = _two_workers(postgres_url, "pg-shared", tmp_path)
+    assert len(study.trials) == 6
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+
+
+def test_pruning_happens_on_a_crafted_objective(tmp_path):
+    study = build_study("crafted", str(tmp_path / "j.log"), "minimize", "random", seed=0, warmup_epochs=1)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for epoch in range(1, 6):
+            trial.report(x * epoch, epoch)  # larger x is worse at every epoch
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    study.optimize(objective, n_trials=20)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) >= 3
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 2
+
+
+def test_best_spec_round_trips_into_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*TUNE, "--trials", "2", "--study", "rt", "--sampler", "random"]) == 0
+    best = tmp_path / "best-rt.toml"
+    grid = load_grid(best)
+    cell = grid.cells()[0]
+    assert cell.remedy == "beta_vae" and "beta" in cell.remedy_params and cell.epochs == 2
+    assert main(["run", str(best), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    rec = next((tmp_path / "run" / "records").glob("*.json")).read_text()
+    assert f'"beta": {cell.remedy_params["beta"]}' in rec
+    assert main(["tune", "--show", "--study", "rt"]) == 0
+    assert "params_beta" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("url", ["postgresql://nobody@127.0.0.1:1/none", "nosuchdb://x/y"])
+def test_bad_storage_url_fails_with_one_line(url, capsys):
+    assert main([*TUNE, "--trials", "1", "--storage", url]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
+    assert len(err) == 1 and "cannot open Optuna storage" in err[0]
