@@ -136,8 +136,9 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing, prov=prov)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except torch.cuda.OutOfMemoryError as exc:
-        rec = make_record(cell, status="failed", error=f"out of memory: {str(exc).splitlines()[0]}", prov=prov)
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        rec = make_record(cell, status="failed", error=f"out of memory: {(str(exc) or type(exc).__name__).splitlines()[0]}",
+                          prov=prov)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and the grid goes on
         msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
         rec = make_record(cell, status="failed", error=msg, prov=prov,
