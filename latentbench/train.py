@@ -202,6 +202,10 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
         return 0.0
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed + 17)
+    # At most ~1 GiB of float32 codes (4096 at D = 65536); a seeded subset beyond that.
+    n_codes = min(len(train_x), max(1000, (1 << 30) // (4 * model.latent.dim)))
+    if n_codes < len(train_x):
+        train_x = train_x[torch.randperm(len(train_x), generator=g)[:n_codes].to(train_x.device)]
     codes = encode_codes(model, train_x, remedy.expost_codes, g)
     prior.to(codes.device)
     prior.fit(codes, generator=g, quiet=quiet)

@@ -96,7 +96,13 @@ class TwoStagePrior(Prior):
         self.eval()
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        y = (z.flatten(1).float() - self.loc) / self.scale
+        # n_iw draws per code: chunk the batch so that no (n_iw, B, D) tensor exceeds ~2^22 elements
+        rows = max(1, (1 << 22) // (self.n_iw * max(self.dim, self.u_dim)))
+        z = z.flatten(1).float()
+        return torch.cat([self._log_prob(z[i : i + rows]) for i in range(0, len(z), rows)])
+
+    def _log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        y = (z - self.loc) / self.scale
         mu, logvar = self._encode(y)
         k = self.n_iw
         u = mu[None] + torch.exp(0.5 * logvar)[None] * torch.randn(k, *mu.shape, device=mu.device)
