@@ -69,6 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         create_remedy(r, **grid.remedy_params.get(r, {}))
     device = pick_device(args.device)
     folder = Path(args.out or f"runs/{grid.name}")
+    from latentbench.publish import save_grid
+
+    save_grid(grid, folder)
     try:
         summary = run_grid(grid, folder, device, shard=shard, force=args.force, quiet=args.quiet,
                            command=args.command_line, compile=args.compile)
@@ -136,19 +139,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from latentbench.leaderboard import records_frame, render
+    from latentbench.leaderboard import merge_groups, records_frame, render
     from latentbench.records import read_records
 
-    records = read_records(args.dirs, skip_bad=args.skip_bad)
+    groups = {d: read_records([d], skip_bad=args.skip_bad) for d in args.dirs}
+    records = merge_groups(groups, allow_mismatch=args.allow_mismatch)
     df = records_frame(records)
     if df.empty:
         raise UserError("these folders hold no successful records")
-    text = render(df, args.metric, args.format)
+    paths = []
     if args.plots:
         from latentbench.plots import make_plots
 
         paths = make_plots(records, df, Path(args.plots))
         print(f"wrote {len(paths)} plots to {args.plots}", file=sys.stderr)
+    text = render(df, args.metric, args.format, plots=paths)
     if args.out:
         from latentbench.atomic import atomic_write_text
 
@@ -166,6 +171,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     reports = diagnose(Path(args.target), pick_device(args.device), Path(args.out) if args.out else None)
     for r in reports:
         print(r)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from latentbench.publish import publish
+
+    out = publish(Path(args.run_dir), args.name, Path(args.dest), partial=args.partial, metric=args.metric,
+                  command=args.command_line)
+    print(f"published {out}")
     return 0
 
 
@@ -202,7 +216,17 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="write to this file instead of stdout")
     p.add_argument("--plots", help="also write PNG plots to this folder")
     p.add_argument("--skip-bad", action="store_true", dest="skip_bad", help="skip corrupt record files")
+    p.add_argument("--allow-mismatch", action="store_true", dest="allow_mismatch",
+                   help="show rows from runs with other settings, marked and unranked, instead of refusing")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("publish", help="write leaderboards/NAME/ (records, tables, plots, CSV) from a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--name", required=True, help="leaderboard name (folder under --dest)")
+    p.add_argument("--dest", default="leaderboards", help="where leaderboards live (default leaderboards)")
+    p.add_argument("--metric", default="fid_prior")
+    p.add_argument("--partial", action="store_true", help="publish an incomplete run, marking its holes")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("diagnose", help="report on prior holes for one checkpoint or every checkpoint of a run")
     p.add_argument("target", help="a checkpoint (.pt) or a run folder")

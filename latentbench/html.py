@@ -54,10 +54,13 @@ def _table_html(df: pd.DataFrame, metric: str, table_id: str) -> str:
 
 
 def render_html(df: pd.DataFrame, metric: str, plots: list[Path] | None = None, title: str = "latentbench leaderboard") -> str:
+    import re
+
     from latentbench.leaderboard import GAP_METRICS, header
 
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             "<p>" + html.escape(header(df, metric)).replace("\n\n", "</p><p>").replace("**", "") + "</p>",
+    head = html.escape(header(df, metric)).replace("\n\n", "</p><p>").replace("**", "")
+    head = re.sub(r"`([^`]*)`", r"<code>\1</code>", head)
+    parts = [f"<h1>{html.escape(title)}</h1>", "<p>" + head + "</p>",
              _table_html(df, metric, "main")]
     for m in GAP_METRICS:
         if m in df.columns and m != metric:

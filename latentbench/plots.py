@@ -23,7 +23,7 @@ PLOT_METRICS = ("fid_prior", "fid_post", "fid_prior_post", "hole_fraction", "mar
 
 def metric_vs_latent(df: pd.DataFrame, metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for remedy, sub in df.groupby("remedy"):
+    for remedy, sub in df.groupby("row"):
         g = sub.groupby("latent_dim")[metric]
         mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
         ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, label=remedy)

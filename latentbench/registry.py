@@ -13,8 +13,8 @@ import importlib
 import re
 import sys
 from collections.abc import Callable
-from types import ModuleType
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from latentbench.errors import UserError

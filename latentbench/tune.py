@@ -29,8 +29,6 @@ def make_storage(storage: str | None, study: str):
     if storage is None:
         storage = f"runs/tune/{study}.log"
     if "://" in storage:
-        import warnings
-
         import time
         import warnings
 

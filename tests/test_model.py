@@ -30,7 +30,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny_cell, cpu):
         model, _, info = train_cell(tiny_cell(seed=seed), cpu, quiet=True)
         return model.state_dict(), info["history"][-1]["loss"]
 
-    (a, la), (b, lb), (c, lc) = run(0), run(0), run(1)
+    (a, la), (b, lb), (_c, lc) = run(0), run(0), run(1)
     assert la == lb and all(torch.equal(a[k], b[k]) for k in a)
     assert la != lc
 

@@ -1,0 +1,131 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from latentbench.cli import main
+
+TINY = ["--epochs", "2", "--n-samples", "150", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A small finished run, published as leaderboards/tiny."""
+    root = tmp_path_factory.mktemp("pub")
+    run = root / "run"
+    assert main(["run", "--remedies", "vae,expost_gmm", "--latents", "2,4", "--out", str(run), *TINY]) == 0
+    assert main(["publish", str(run), "--name", "tiny", "--dest", str(root / "leaderboards")]) == 0
+    return root
+
+
+def test_publish_writes_records_tables_csv_plots_and_an_index(published):
+    lb = published / "leaderboards" / "tiny"
+    assert len(list((lb / "records").glob("*.json"))) == 4 and not list((lb / "records").glob("*.pt"))
+    readme = (lb / "README.md").read_text()
+    assert "latentbench run --remedies vae,expost_gmm" in readme and "| expost_gmm" in readme
+    assert "![fid_prior](fid_prior.png)" in readme and (lb / "fid_prior.png").stat().st_size > 5000
+    assert "latentbench@" in readme or "0.1.0" in readme  # provenance per row
+    header = (lb / "results.csv").read_text().splitlines()[0]
+    assert "fid_prior" in header and "remedy" in header
+    index = (published / "leaderboards" / "README.md").read_text()
+    assert "[tiny](tiny/README.md)" in index
+
+
+def test_a_compatible_run_merges_beside_the_published_rows(published, capsys):
+    mine = published / "mine"
+    assert main(["run", "--remedies", "vamp", "--latents", "2,4", "--out", str(mine), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", str(published / "leaderboards" / "tiny"), str(mine)]) == 0
+    out = capsys.readouterr().out
+    assert "| vamp" in out and "| expost_gmm" in out and "†" not in out
+
+
+def test_a_mismatched_run_is_refused_with_one_line_per_field(published, capsys):
+    other = published / "other"
+    assert main(["run", "--remedies", "vamp", "--latents", "2", "--out", str(other), "--epochs", "3",
+                 "--n-samples", "150", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", str(published / "leaderboards" / "tiny"), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot rank" in err
+    assert "\n  epochs: 3 vs 2" in err and "\n  latent sizes: 2 vs 2, 4" in err
+    assert "--allow-mismatch" in err
+    assert main(["leaderboard", str(published / "leaderboards" / "tiny"), str(other), "--allow-mismatch"]) == 0
+    out = capsys.readouterr().out
+    assert "| vamp †" in out and "not comparable and not ranked: epochs: 3 vs 2" in out
+    assert "**" not in [line for line in out.splitlines() if line.startswith("| vamp †")][0]
+
+
+def test_publish_refuses_an_incomplete_run_unless_partial(published, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(published / "run", run)
+    victim = sorted((run / "records").glob("vae-4-*.json"))[0]
+    victim.unlink()
+    assert main(["publish", str(run), "--name", "x", "--dest", str(tmp_path / "lb")]) == 2
+    assert "0 failed and 1 missing cells of 4" in capsys.readouterr().err
+    assert not (tmp_path / "lb" / "x").exists()
+    assert main(["publish", str(run), "--name", "x", "--dest", str(tmp_path / "lb"), "--partial"]) == 0
+    readme = (tmp_path / "lb" / "x" / "README.md").read_text()
+    assert "**Partial**" in readme and "| missing" in readme.replace("missing  ", "missing")
+
+
+def test_html_page_is_self_contained_and_sortable_in_structure(published, tmp_path):
+    out = tmp_path / "lb.html"
+    assert main(["leaderboard", str(published / "leaderboards" / "tiny"), "--format", "html", "--out", str(out),
+                 "--plots", str(tmp_path / "plots")]) == 0
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and '<table class="lb" id="main">' in page
+    assert "src=\"data:image/png;base64," in page and "http://" not in page and "https://" not in page
+    assert "addEventListener('click'" in page and "latentbench run" in page
+
+
+def _browser():
+    from shutil import which
+
+    chrome = which("chromium") or which("chromium-browser") or which("google-chrome")
+    driver = which("chromedriver")
+    if not chrome or not driver:
+        return None, "no Chromium / chromedriver on this machine (apt-get install chromium chromium-driver)"
+    try:
+        from selenium import webdriver
+    except ImportError:
+        return None, "selenium is not installed (pip install -e '.[test]')"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        opts.add_argument(a)
+    return (webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=opts), "")
+
+
+def test_clicking_a_header_in_headless_chromium_reorders_rows(published, tmp_path):
+    page = tmp_path / "lb.html"
+    assert main(["leaderboard", str(published / "leaderboards" / "tiny"), "--format", "html", "--out", str(page)]) == 0
+    driver, why = _browser()
+    if driver is None:
+        pytest.skip(why)
+    from selenium.webdriver.common.by import By
+
+    try:
+        driver.get(page.resolve().as_uri())
+
+        def column(i):
+            return [r.find_elements(By.TAG_NAME, "td")[i].get_attribute("data-v")
+                    for r in driver.find_elements(By.CSS_SELECTOR, "#main tbody tr")]
+
+        names = column(0)
+        assert names == sorted(names)  # alphabetical to start with
+        header = driver.find_elements(By.CSS_SELECTOR, "#main thead th")[1]  # z=2
+        header.click()
+        asc = [float(v) for v in column(1)]
+        assert asc == sorted(asc)
+        header.click()
+        desc = [float(v) for v in column(1)]
+        assert desc == sorted(desc, reverse=True) and column(0) != names[::-1] or desc != asc
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        shutil.copy(shot, Path(__file__).parent.parent / ".pytest_cache" / "leaderboard-page.png") \
+            if (Path(__file__).parent.parent / ".pytest_cache").is_dir() else None
+    finally:
+        driver.quit()
