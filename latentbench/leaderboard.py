@@ -95,11 +95,15 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "row": label, "remedy": c["remedy"], "latent": c["latent"],
             "latent_dim": LatentShape.parse(c["latent"]).dim, "seed": c["seed"], "dataset": c["dataset"],
             "arch": c["arch"], "epochs": c["epochs"], "version": prov.get("latentbench"),
-            "git": (prov.get("git_hash") or "")[:8], "scorer": r.get("notes", {}).get("scorer_version"),
+            "git": _short(prov.get("git_hash")), "scorer": r.get("notes", {}).get("scorer_version"),
             "command": prov.get("command", ""), "mismatch": r.get("_mismatch", ""),
             **r.get("metrics", {}),
         })
     return pd.DataFrame(rows)
+
+
+def _short(h: str | None) -> str:
+    return "" if not h else h[:8] + ("-dirty" if h.endswith("-dirty") else "")
 
 
 def _latent_order(df: pd.DataFrame) -> list[str]:

@@ -21,13 +21,18 @@ RECORD_SCHEMA = 1
 
 
 def git_hash() -> str | None:
-    """The commit of the latentbench checkout in use, if it is one."""
+    """The commit of the latentbench checkout in use, if it is one; ``-dirty`` when its tracked files
+    have uncommitted changes (the numbers then come from code no commit holds)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0 or not out.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                               cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def provenance(device, command: str, started_at: float) -> dict[str, Any]:

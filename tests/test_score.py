@@ -163,3 +163,17 @@ def test_score_cli_prints_metrics_and_writes_a_record(tiny_cell, cpu, tmp_path, 
     assert "fid_prior_post" in out and "hole_fraction" in out
     rec = json.loads(ckpt.with_suffix(".json").read_text())
     assert rec["status"] == "ok" and rec["notes"]["n_prior"] == 300 and rec["cell"]["n_samples"] == 300
+
+
+def test_scores_do_not_depend_on_what_ran_before_in_the_process(cpu):
+    from latentbench.score import score_model
+    from latentbench.spec import Cell
+    from latentbench.train import train_cell
+
+    cell = Cell(remedy="two_stage", latent="3", epochs=2, n_samples=200, iw_k=4, net={"hidden": [32]},
+                remedy_params={"hidden": 32, "fit_epochs": 3})
+    model, data, _ = train_cell(cell, cpu, quiet=True)
+    a, _, _ = score_model(model, data, cell, cpu)
+    torch.randn(1000)  # disturb the global RNG, as earlier cells of a grid would
+    b, _, _ = score_model(model, data, cell, cpu)
+    assert a == b

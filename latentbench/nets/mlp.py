@@ -11,12 +11,13 @@ from torch import nn
 from latentbench.latent import LatentShape
 
 
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers of the given widths with ``activation`` between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(activation())
     return nn.Sequential(*layers)
 
 
@@ -24,7 +25,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, image_shape: tuple[int, ...], latent: LatentShape, hidden: Sequence[int]):
         super().__init__()
         self.latent_shape = latent.shape
-        self.net = _mlp([math.prod(image_shape), *hidden, 2 * latent.dim])
+        self.net = mlp([math.prod(image_shape), *hidden, 2 * latent.dim])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.net(x.flatten(1)).chunk(2, dim=1)
@@ -35,7 +36,7 @@ class MLPDecoder(nn.Module):
     def __init__(self, image_shape: tuple[int, ...], latent: LatentShape, hidden: Sequence[int]):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        self.net = _mlp([latent.dim, *reversed(hidden), math.prod(image_shape)])
+        self.net = mlp([latent.dim, *reversed(hidden), math.prod(image_shape)])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.flatten(1)).reshape(-1, *self.image_shape)

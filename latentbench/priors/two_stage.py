@@ -18,17 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentbench.latent import LatentShape
+from latentbench.nets.mlp import mlp
 from latentbench.priors.base import LOG_2PI, Prior, diag_gaussian_log_prob, randn
 from latentbench.state import snapshot
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.GELU())
-    return nn.Sequential(*layers)
 
 
 class TwoStagePrior(Prior):
@@ -40,8 +32,8 @@ class TwoStagePrior(Prior):
         super().__init__(latent)
         d = latent.dim
         self.u_dim = u_dim or d
-        self.encoder = _mlp([d] + [hidden] * depth + [2 * self.u_dim])
-        self.decoder = _mlp([self.u_dim] + [hidden] * depth + [d])
+        self.encoder = mlp([d] + [hidden] * depth + [2 * self.u_dim], nn.GELU)
+        self.decoder = mlp([self.u_dim] + [hidden] * depth + [d], nn.GELU)
         self.log_gamma = nn.Parameter(torch.zeros(()))
         self.register_buffer("loc", torch.zeros(d))
         self.register_buffer("scale", torch.ones(d))

@@ -90,6 +90,9 @@ def score_model(model, data, cell, device: torch.device, *, quiet: bool = True) 
     timing["fidelity_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # Priors whose log_prob is itself a Monte Carlo estimate (two_stage) draw from the global RNG:
+    # seed it per cell so that scores do not depend on what ran before in the process.
+    torch.manual_seed(cell.seed + 4321)
     prior = model.generative_prior
     akl = prior.analytic_kl(lat["mu"], lat["logvar"])
     metrics.update(latent_metrics(prior, lat["mu"], lat["logvar"], lat["z_prior"], lat["z_post"],

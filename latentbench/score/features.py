@@ -73,6 +73,11 @@ def ensure_classifier(data, device: torch.device, hparams: dict[str, Any] | None
     if path.is_file():
         payload = torch.load(path, map_location="cpu", weights_only=False)
         return path, {"key": key, "accuracy": payload["accuracy"], "cached": True}
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
+        return _train_classifier(data, device, hp, key, path, quiet)
+
+
+def _train_classifier(data, device, hp, key, path, quiet):
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(hp["seed"])
