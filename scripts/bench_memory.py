@@ -31,6 +31,14 @@ def _peak_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def run_case(case: str, device: str) -> dict:
     import torch
 
@@ -68,18 +76,20 @@ def run_case(case: str, device: str) -> dict:
         extra = {"n_components": prior.n_components}
     else:
         from latentbench.priors.standard_normal import StandardNormal
-        from latentbench.score.geometry import MEM_BYTES, latent_metrics
+        from latentbench.score.geometry import latent_metrics, posterior_cap, sample_cap
 
         g = torch.Generator().manual_seed(0)
-        n_post = min(10000, MEM_BYTES // (16 * lat.dim))
-        n = min(10000, MEM_BYTES // (4 * lat.dim))
-        mu = torch.randn(n_post, *lat.shape, generator=g) * 0.5
+        n_post = min(10000, posterior_cap(lat.dim))
+        n = min(10000, sample_cap(lat.dim))
+        mu = torch.randn(n_post, *lat.shape, generator=g).mul_(0.5)
         logvar = torch.full_like(mu, -2.0)
         idx = torch.randint(n_post, (n,), generator=g)
-        z_post = mu[idx] + 0.37 * torch.randn(n, *lat.shape, generator=g)
+        z_post = torch.randn(n, *lat.shape, generator=g).mul_(0.37).add_(mu[idx])
         z_prior = torch.randn(n, *lat.shape, generator=g)
+        inputs_mb = _rss_mb()
         m = latent_metrics(StandardNormal(lat), mu.to(dev), logvar.to(dev), z_prior.to(dev), z_post.to(dev), idx.to(dev))
-        extra = {"n_posteriors": n_post, "n_samples": n, "hole_fraction": m["hole_fraction"]}
+        extra = {"n_posteriors": n_post, "n_samples": n, "inputs_GB": inputs_mb / 1024,
+                 "hole_fraction": m["hole_fraction"]}
     return {"case": case, "peak_mb": _peak_mb(device), "baseline_mb": base, "seconds": time.perf_counter() - t0, **extra}
 
 

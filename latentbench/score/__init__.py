@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from latentbench.score.geometry import MEM_BYTES, latent_metrics
+from latentbench.score.geometry import latent_metrics, posterior_cap, sample_cap
 from latentbench.score.likelihood import iwae_bound
 
-SCORER_VERSION = 1
+SCORER_VERSION = 2
 
 
 @torch.no_grad()
@@ -37,7 +37,7 @@ def draw_latents(model, test_x: torch.Tensor, n: int, generator: torch.Generator
     """Prior and posterior-mixture latents, plus the held-out posteriors they are compared with."""
     model.eval()
     d = model.latent.dim
-    n_post_params = min(len(test_x), max(2, MEM_BYTES // (16 * d)))  # two float64 (N, D) arrays
+    n_post_params = min(len(test_x), posterior_cap(d))
     mu, logvar = posterior_params(model, test_x[:n_post_params])
     idx = torch.randint(len(mu), (n,), generator=generator)
     eps = torch.randn((n, *mu.shape[1:]), generator=generator).to(mu.device)
@@ -54,7 +54,7 @@ def score_model(model, data, cell, device: torch.device, *, quiet: bool = True) 
     timing: dict[str, float] = {}
     g = torch.Generator().manual_seed(cell.seed + 1234)
     d = model.latent.dim
-    n = min(cell.n_samples, max(2, MEM_BYTES // (4 * d)))  # (n, D) float32 latents per set
+    n = min(cell.n_samples, sample_cap(d))
     notes: dict[str, Any] = {"n_prior": n, "n_post": n, "n_data": min(n, len(data.test)), "iw_k": cell.iw_k,
                              "scorer_version": SCORER_VERSION, "features": cell.features}
     if n < cell.n_samples:

@@ -25,31 +25,58 @@ from latentbench.priors.base import LOG_2PI
 MEM_BYTES = 1 << 30  # bound for any one large array built here
 
 
+def sample_cap(d: int) -> int:
+    """Most latent samples per set at dimension d (two float32 sets stay within MEM_BYTES)."""
+    return max(2, MEM_BYTES // (8 * d))
+
+
+def posterior_cap(d: int) -> int:
+    """Most held-out posteriors defining q(z) (two float64 (N, D) arrays within MEM_BYTES)."""
+    return max(2, MEM_BYTES // (16 * d))
+
+
+def _rows(d: int, copies: int = 4) -> int:
+    """Rows per chunk so that ``copies`` float64 (rows, d) temporaries stay within MEM_BYTES / 8."""
+    return max(1, MEM_BYTES // (8 * 8 * copies * d))
+
+
 def aggregate_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log (1/N sum_n N(z_m; mu_n, diag exp(logvar_n))) for z (M, D) -> (M,), float64."""
-    dev = z.device
-    mu64, lv64 = mu.flatten(1).double(), logvar.flatten(1).double()
-    n, d = mu64.shape
-    prec = torch.exp(-lv64)  # (N, D)
-    mp = mu64 * prec
-    const = (mu64 * mp).sum(1) + lv64.sum(1) + d * LOG_2PI  # (N,)
-    rows = max(1, MEM_BYTES // (8 * max(d, n)) // 2)
-    out = []
-    for i in range(0, len(z), rows):
-        zc = z[i : i + rows].flatten(1).to(dev).double()
-        comp = -0.5 * (zc.pow(2) @ prec.T - 2.0 * zc @ mp.T + const[None])
-        out.append(torch.logsumexp(comp, dim=1) - math.log(n))
-    return torch.cat(out)
+    """log (1/N sum_n N(z_m; mu_n, diag exp(logvar_n))) for z (M, D) -> (M,), float64.
+
+    Chunked over posteriors (running logsumexp) and over samples, so that memory stays near
+    MEM_BYTES / 4 whatever M, N and D are.
+    """
+    z, mu, logvar = z.flatten(1), mu.flatten(1), logvar.flatten(1)
+    n, d = mu.shape
+    step = _rows(d, 3)
+    acc = torch.full((len(z),), -math.inf, dtype=torch.float64, device=z.device)
+    for j in range(0, n, step):
+        lv = logvar[j : j + step].double()
+        m = mu[j : j + step].double()
+        prec = torch.exp(-lv)
+        mp = m * prec
+        const = (m * mp).sum(1) + lv.sum(1) + d * LOG_2PI
+        del m, lv
+        for i in range(0, len(z), step):
+            zc = z[i : i + step].double()
+            comp = -0.5 * (zc.pow(2) @ prec.T - 2.0 * zc @ mp.T + const[None])
+            acc[i : i + step] = torch.logaddexp(acc[i : i + step], torch.logsumexp(comp, dim=1))
+    return acc - math.log(n)
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
-    """Unbiased MMD^2 with an RBF kernel; bandwidth = median pairwise distance of the pooled set."""
-    x, y = x.flatten(1).double(), y.flatten(1).double()
+    """Unbiased MMD^2 with an RBF kernel; bandwidth = median pairwise distance of the pooled set.
+
+    Distances are computed in float32 (relative error ~1e-7 of ||z||^2, far below any bandwidth here)
+    and the kernel sums in float64.
+    """
+    x, y = x.flatten(1).float(), y.flatten(1).float()
     m, n = len(x), len(y)
     pooled = torch.cat([x, y])
-    d2 = torch.cdist(pooled, pooled).pow(2)
+    d2 = torch.cdist(pooled, pooled).double().pow(2)
+    del pooled
     if bandwidth is None:
-        off = d2[~torch.eye(len(pooled), dtype=torch.bool, device=d2.device)]
+        off = d2[~torch.eye(len(d2), dtype=torch.bool, device=d2.device)]
         bandwidth = math.sqrt(max(off.median().item(), 1e-12) / 2.0)
     k = torch.exp(-d2 / (2 * bandwidth**2))
     kxx, kyy, kxy = k[:m, :m], k[m:, m:], k[:m, m:]
@@ -64,7 +91,20 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
 
 
 def _norms(z: torch.Tensor) -> torch.Tensor:
-    return z.flatten(1).double().norm(dim=1) / math.sqrt(z[0].numel())
+    z = z.flatten(1)
+    rows = _rows(z.shape[1], 1)
+    return torch.cat([z[i : i + rows].double().norm(dim=1) for i in range(0, len(z), rows)]) / math.sqrt(z.shape[1])
+
+
+def _log_cond(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """log q(z_m | x_{index_m}) in float64, in chunks of rows."""
+    z, mu, logvar = z.flatten(1), mu.flatten(1), logvar.flatten(1)
+    rows, out = _rows(z.shape[1]), []
+    for i in range(0, len(z), rows):
+        zc, idx = z[i : i + rows].double(), index[i : i + rows]
+        m, lv = mu[idx].double(), logvar[idx].double()
+        out.append(-0.5 * ((zc - m).pow(2) * torch.exp(-lv) + lv + LOG_2PI).sum(1))
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -83,15 +123,14 @@ def latent_metrics(
     logq_post = aggregate_log_q(z_post, mu, logvar)
     logq_prior = aggregate_log_q(z_prior, mu, logvar)
     dev = mu.device
-    zf = z_post.flatten(1).double()
-    mu_i, lv_i = mu.flatten(1)[post_index].double(), logvar.flatten(1)[post_index].double()
-    log_cond = -0.5 * ((zf - mu_i).pow(2) * torch.exp(-lv_i) + lv_i + LOG_2PI).sum(1)
+    log_cond = _log_cond(z_post, mu, logvar, post_index)
     log_p = torch.cat([prior.log_prob(z_post[i : i + 512].to(dev)).double() for i in range(0, len(z_post), 512)])
     threshold = torch.quantile(logq_post, 0.01)
     mi = (log_cond - logq_post).mean().item()
     mkl = (logq_post - log_p).mean().item()
     kl = analytic_kl.double().mean().item() if analytic_kl is not None else (log_cond - log_p).mean().item()
-    k = min(mmd_n, len(z_prior), len(z_post))
+    # the pooled (2k, D) float32 set for MMD stays within MEM_BYTES / 2
+    k = min(mmd_n, len(z_prior), len(z_post), max(2, MEM_BYTES // (16 * z_prior[0].numel())))
     npri, npost = _norms(z_prior), _norms(z_post)
     return {
         "kl": kl,
