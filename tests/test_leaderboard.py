@@ -76,3 +76,19 @@ def test_newer_record_schema_is_refused_with_its_version(tmp_path, capsys):
     f.write_text(json.dumps(rec))
     assert main(["leaderboard", str(folder)]) == 2
     assert "record schema 99 is newer" in capsys.readouterr().err
+
+
+def test_rows_from_another_scorer_version_are_never_ranked_with_the_rest(tmp_path):
+    from latentbench.records import read_records
+
+    folder = tmp_path / "records"
+    for remedy, value, scorer in (("vae", 10.0, 2), ("vamp", 12.0, 2), ("flow_prior", 1.0, 1)):
+        cell = Cell(remedy=remedy, latent="2")
+        rec = make_record(cell, status="ok", metrics={"fid_prior": value}, notes={"scorer_version": scorer},
+                          prov={"latentbench": "0.1.0", "git_hash": "abcdef1234567890"})
+        write_record(folder / f"{cell.id}.json", rec)
+    df = records_frame(read_records([tmp_path]))
+    t = table(df, "fid_prior", provenance=True)
+    assert t.loc["vae", "z=2"] == "**10.0**"  # flow_prior's 1.0 is lower but from scorer v1
+    assert not t.loc["flow_prior", "z=2"].startswith("**")
+    assert t.loc["flow_prior", "latentbench"] == "0.1.0@abcdef12 (scorer v1)"
