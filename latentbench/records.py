@@ -21,11 +21,13 @@ RECORD_SCHEMA = 1
 
 
 def git_hash() -> str | None:
-    """The commit of the latentbench checkout in use, if it is one; ``-dirty`` when its tracked files
-    have uncommitted changes (the numbers then come from code no commit holds)."""
+    """The last commit that changed the latentbench package in use (commits touching only tests or
+    docs cannot change a number), if it is a checkout; ``-dirty`` when the package has uncommitted
+    changes (the numbers then come from code no commit holds)."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "log", "-1", "--format=%H", "--", "."], cwd=here, capture_output=True,
+                             text=True, timeout=5)
         if out.returncode != 0 or not out.stdout.strip():
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
