@@ -29,12 +29,16 @@ def _records(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "records").glob("*.json"))}
 
 
-def _wait_for_records(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    t0 = time.time()
-    while len(_records(out)) < n:
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - t0 < timeout
+def _wait_for_records(out: Path, n: int, proc: subprocess.Popen, polls: int = 6000) -> None:
+    """Poll until the run has written ``n`` records (a hang guard, not a speed check)."""
+    for _ in range(polls):
+        if len(_records(out)) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before writing {n} records: {proc.communicate()}")
         time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no {n} records after {polls} polls")
 
 
 def test_sigkill_mid_grid_then_rerun_keeps_finished_records_byte_identical(tmp_path):
