@@ -49,8 +49,8 @@ def build_grid(args: argparse.Namespace):
         raise UserError(f"bad --seeds {args.seeds!r}: seeds must be >= 0")
     if args.name:
         grid.name = args.name
-    for r in grid.remedies:
-        REMEDIES.get(r)  # unknown names fail before any work starts
+    for r in [*grid.remedies, *grid.remedy_params]:
+        REMEDIES.get(r)  # unknown names (also in [remedy.NAME] tables) fail before any work starts
     if not grid.remedies or not grid.latents or not grid.seeds:
         raise UserError("the grid is empty: give at least one remedy, latent size and seed")
     grid.cells()  # validates every cell (ranges, parameters) up front

@@ -21,10 +21,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         optuna.logging.set_verbosity(logging.WARNING)
     study_name = args.study or f"{args.remedy}-{args.latent}-{args.dataset or 'digits'}"
     if args.show:
-        study = optuna.load_study(study_name=study_name, storage=tune.make_storage(args.storage, study_name)) \
-            if _exists(args, study_name) else None
-        if study is None:
-            raise UserError(f"no study {study_name!r} in storage {args.storage or f'runs/tune/{study_name}.log'}")
+        storage = args.storage or f"runs/tune/{study_name}.log"
+        if "://" not in storage and not Path(storage).is_file():
+            raise UserError(f"no study {study_name!r}: the journal file {storage} does not exist")
+        try:
+            study = optuna.load_study(study_name=study_name, storage=tune.make_storage(storage, study_name))
+        except KeyError:
+            raise UserError(f"no study {study_name!r} in storage {storage}") from None
         df = tune.trials_frame(study)
         print(df.to_markdown(index=False) if len(df) else "(no trials yet)")
         return 0
@@ -56,15 +59,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"best {args.metric} = {best.value:.4g} with {best.params}")
     print(f"wrote {out}: run it with `latentbench run {out}`")
     return 0
-
-
-def _exists(args, name: str) -> bool:
-    import optuna
-
-    from latentbench import tune
-
-    storage = tune.make_storage(args.storage, name)
-    return any(s.study_name == name for s in optuna.study.get_all_study_summaries(storage))
 
 
 def add_commands(sub) -> None:

@@ -164,3 +164,11 @@ def test_run_input_errors_are_one_line_exit_2_and_write_nothing(argv, msg, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_typo_in_a_remedy_table_of_the_spec_is_caught(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text('remedies = ["vae"]\nlatents = ["2"]\n[remedy.vaee]\nbeta = 2.0\n')
+    assert main(["run", str(spec), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "unknown remedy 'vaee'; did you mean 'vae'?" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

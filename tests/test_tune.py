@@ -91,3 +91,10 @@ def test_bad_storage_url_fails_with_one_line(url, capsys):
     assert main([*TUNE, "--trials", "1", "--storage", url]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
     assert len(err) == 1 and "cannot open Optuna storage" in err[0]
+
+
+def test_show_of_a_missing_study_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--show", "--study", "nosuch"]) == 2
+    assert "no study 'nosuch'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
