@@ -66,7 +66,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from latentbench.device import pick_device
     from latentbench.spec import Cell
-    from latentbench.train import train_cell
+    from latentbench.train import evaluate, train_cell
 
     params = {"beta": args.beta} if args.beta is not None else {}
     cell = Cell(remedy=args.remedy, latent=args.latent, seed=args.seed, remedy_params=params,
@@ -76,8 +76,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = out / f"{cell.id}.pt"
     if args.force and ckpt.exists():
         ckpt.unlink()
-    from latentbench.train import evaluate
-
     model, data, info = train_cell(cell, device, checkpoint=ckpt, quiet=args.quiet, compile=args.compile)
     ev = evaluate(model, data.test)
     print(f"checkpoint: {ckpt}")

@@ -52,8 +52,9 @@ def _grid_image(images: np.ndarray, ncol: int = 8) -> np.ndarray:
 
 def _load_snapshots(records: list[dict]) -> dict[tuple[str, str], dict]:
     out = {}
+    first_seed = min((r["cell"]["seed"] for r in records), default=0)
     for r in records:
-        if r.get("status") != "ok" or r["cell"]["seed"] != min(x["cell"]["seed"] for x in records):
+        if r.get("status") != "ok" or r["cell"]["seed"] != first_seed:
             continue
         p = Path(r["_path"]).with_suffix(".samples.npz")
         if p.is_file():

@@ -170,3 +170,12 @@ def test_newer_checkpoint_schema_is_refused_and_a_corrupt_one_named(tiny_cell, c
     ckpt.write_bytes(b"garbage")
     with pytest.raises(UserError, match="c.pt: not a readable latentbench checkpoint"):
         load_checkpoint(ckpt)
+
+
+def test_a_lock_being_written_is_not_mistaken_for_a_stale_one(tmp_path):
+    lock = tmp_path / "cell.lock"
+    lock.write_bytes(b"")  # another process's lock, caught between create and write
+    assert not CellLock(lock).acquire()
+    old = time.time() - 120
+    os.utime(lock, (old, old))  # unreadable for two minutes: its writer died
+    assert CellLock(lock).acquire()
