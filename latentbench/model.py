@@ -12,12 +12,18 @@ import torch
 from torch import nn
 
 from latentbench.latent import LatentShape
+from latentbench.nets import build_nets
+from latentbench.nets.likelihood import make_likelihood
 from latentbench.priors.base import Prior, diag_gaussian_log_prob
+from latentbench.remedies import Remedy, create_remedy
+from latentbench.spec import Cell
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 
 
 class VAE(nn.Module):
+    """Encoder + decoder + prior + likelihood over one latent shape."""
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -34,6 +40,11 @@ class VAE(nn.Module):
         self.latent = latent
         self.expost: Prior | None = None
         prior.attach(self)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's weights are on."""
+        return next(self.parameters()).device
 
     @property
     def generative_prior(self) -> Prior:
@@ -56,6 +67,14 @@ class VAE(nn.Module):
         else:
             eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
         return mu + torch.exp(0.5 * logvar) * eps
+
+    @torch.no_grad()
+    def posterior_params(self, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x) for every image of ``x``, encoded in batches on the model's device,
+        as float32 on that device. The one batched encode every stage uses."""
+        dev = self.device
+        out = [self.encode(x[i : i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]
+        return torch.cat([o[0].float() for o in out]), torch.cat([o[1].float() for o in out])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -83,3 +102,12 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.terms(x)
+
+
+def build_model(cell: Cell, image_shape: tuple[int, int, int]) -> tuple[VAE, Remedy]:
+    """Nets from the registry, the remedy's prior, the likelihood: an untrained VAE for ``cell``."""
+    latent = LatentShape.parse(cell.latent)
+    remedy = create_remedy(cell.remedy, **cell.remedy_params)
+    encoder, decoder = build_nets(cell.arch, image_shape, latent, **cell.net)
+    prior = remedy.build_prior(latent, image_shape)
+    return VAE(encoder, decoder, prior, make_likelihood(cell.likelihood, cell.sigma), latent), remedy

@@ -24,7 +24,7 @@ import difflib
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,36 +36,51 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Fields that decide how a cell is trained; the rest decide how it is scored.
-TRAIN_FIELDS = (
-    "dataset", "data", "arch", "net", "remedy", "remedy_params", "latent", "seed", "epochs",
-    "batch_size", "lr", "kl_warmup", "early_stop", "val_fraction", "likelihood", "sigma",
-)
+
+def _f(default: Any, help: str, *, where: str = "top", train: bool = True, tune: list | None = None,
+       new: bool = False, factory: Any = None) -> Any:
+    """A :class:`Cell` field and what the rest of latentbench derives from it.
+
+    ``where``: ``top`` (a top-level spec key and a CLI flag), ``score`` (a key of the spec's
+    ``[score]`` table and a CLI flag), ``table`` (a spec table of its own: ``[data]``, ``[net]``),
+    ``grid`` (set per cell by the grid: remedy, latent, seed, remedy parameters).
+    ``train``: the field changes the trained model (checkpoint identity, ``TRAIN_FIELDS``).
+    ``tune``: the choices Optuna's shared knobs draw from. ``new``: added after the first records
+    were published, so it stays out of the cell id while it has its default (old ids stay valid).
+    """
+    meta = {"help": help, "where": where, "train": train, "tune": tune, "new": new}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Cell:
-    """One grid cell: a dataset, an architecture, a remedy, a latent size and a seed."""
+    """One grid cell: a dataset, an architecture, a remedy, a latent size and a seed.
 
-    dataset: str = "digits"
-    arch: str = "mlp"
-    remedy: str = "vae"
-    latent: str = "32"
-    seed: int = 0
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    kl_warmup: int = 0
-    early_stop: int = 0
-    val_fraction: float = 0.1
-    likelihood: str = "gaussian"
-    sigma: float = 0.05
-    n_samples: int = 10000
-    iw_k: int = 100
-    features: str = "domain"
-    remedy_params: dict[str, Any] = field(default_factory=dict)
-    net: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
+    This dataclass is the one source of a cell's fields and defaults: spec keys, CLI flags,
+    Optuna's shared knobs, the fair-comparison fields and ``TRAIN_FIELDS`` are derived from it.
+    """
+
+    dataset: str = _f("digits", "registered dataset, or npz:PATH / folder:PATH")
+    arch: str = _f("mlp", "encoder/decoder family: mlp or conv (or a plugin net)")
+    remedy: str = _f("vae", "remedy name", where="grid")
+    latent: str = _f("32", "flat '32' or spatial HxWxC like '8x8x1024'", where="grid")
+    seed: int = _f(0, "seed of split, init, sampling and scoring", where="grid")
+    epochs: int = _f(100, "training epochs")
+    lr: float = _f(1e-3, "Adam learning rate", tune=[3e-4, 1e-3, 3e-3])
+    batch_size: int = _f(128, "training batch size", tune=[64, 128, 256])
+    kl_warmup: int = _f(0, "epochs of linear KL warm-up", tune=[0, 10])
+    early_stop: int = _f(0, "patience in epochs on the held-out ELBO (0 = off)")
+    val_fraction: float = _f(0.1, "share of the training images held out for validation")
+    likelihood: str = _f("gaussian", "bernoulli, gaussian (fixed sigma), gaussian_learned")
+    sigma: float = _f(0.05, "Gaussian likelihood sigma (initial value if learned)")
+    n_samples: int = _f(10000, "samples per set for scoring", where="score", train=False)
+    iw_k: int = _f(100, "importance samples per image for nll_iw", where="score", train=False)
+    features: str = _f("domain", "feature space for FID/KID/PRC: domain or inception", where="score", train=False)
+    remedy_params: dict[str, Any] = _f(None, "the remedy's own parameters", where="grid", factory=dict)
+    net: dict[str, Any] = _f(None, "net parameters ([net] table)", where="table", factory=dict)
+    data: dict[str, Any] = _f(None, "dataset parameters ([data] table)", where="table", factory=dict)
 
     def __post_init__(self) -> None:
         self.latent = str(LatentShape.parse(self.latent))
@@ -83,15 +98,43 @@ class Cell:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    def _identity(self) -> dict[str, Any]:
+        d = self.to_dict()
+        for f in fields(self):
+            if f.metadata.get("new") and d[f.name] == _default(f):
+                del d[f.name]
+        return d
+
     @property
     def id(self) -> str:
         """A stable id: readable prefix + hash of the full spec (order-free, canonical JSON)."""
-        return f"{self.remedy}-{self.latent}-s{self.seed}-{_hash(self.to_dict())}"
+        return f"{self.remedy}-{self.latent}-s{self.seed}-{_hash(self._identity())}"
 
     @property
     def train_key(self) -> str:
-        d = self.to_dict()
-        return _hash({k: d[k] for k in TRAIN_FIELDS})
+        d = self._identity()
+        return _hash({k: d[k] for k in TRAIN_FIELDS if k in d})
+
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def cell_fields(where: str | None = None, *, train: bool | None = None) -> list[Any]:
+    """The :class:`Cell` fields, filtered by where they are set and whether they change training."""
+    return [f for f in fields(Cell) if (where is None or f.metadata["where"] == where)
+            and (train is None or f.metadata["train"] == train)]
+
+
+def field_type(f: Any) -> type:
+    """The Python type of a cell field (annotations are strings under ``from __future__``)."""
+    return {"str": str, "int": int, "float": float}.get(str(f.type), dict)
+
+
+# Fields that decide how a cell is trained; the rest decide how it is scored.
+TRAIN_FIELDS = tuple(f.name for f in fields(Cell) if f.metadata["train"])
+# Optuna's shared knobs: every field with tuning choices.
+TUNE_KNOBS = {f.name: list(f.metadata["tune"]) for f in fields(Cell) if f.metadata["tune"]}
 
 
 def _hash(obj: Any) -> str:
@@ -144,12 +187,10 @@ class Grid:
 
 # ---- TOML -------------------------------------------------------------------------------------
 _TOP_GRID = {"name": str, "remedies": list, "latents": list, "seeds": list}
-_TOP_CELL = {
-    "dataset": str, "arch": str, "epochs": int, "batch_size": int, "lr": float, "kl_warmup": int,
-    "early_stop": int, "val_fraction": float, "likelihood": str, "sigma": float,
-}
-_SCORE = {"n_samples": int, "iw_k": int, "features": str}
-_TABLES = {"data": "data", "net": "net", "score": None, "remedy": None}
+_TOP_CELL = {f.name: field_type(f) for f in cell_fields("top")}
+_SCORE = {f.name: field_type(f) for f in cell_fields("score")}
+_TABLE_FIELDS = tuple(f.name for f in cell_fields("table"))
+_TABLES = (*_TABLE_FIELDS, "score", "remedy")
 
 
 def _type_name(t: type) -> str:
@@ -189,7 +230,7 @@ def grid_from_dict(d: dict[str, Any], src: str = "spec") -> Grid:
             setattr(grid, key, value)
         elif key in _TOP_CELL:
             base[key] = _check(key, value, _TOP_CELL[key], "the top level", src)
-        elif key in ("data", "net"):
+        elif key in _TABLE_FIELDS:
             base[key] = dict(_check(key, value, dict, "the top level", src))
         elif key == "score":
             table = _check(key, value, dict, "the top level", src)
@@ -247,7 +288,7 @@ def grid_to_toml(grid: Grid) -> str:
     for k, v in grid.base.items():
         if k in _SCORE:
             score[k] = v
-        elif k in ("data", "net"):
+        elif k in _TABLE_FIELDS:
             tables[k] = v
         else:
             lines.append(f"{k} = {val(v)}")

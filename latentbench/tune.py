@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from latentbench.errors import UserError
-
-SHARED_KNOBS = {"lr": [3e-4, 1e-3, 3e-3], "batch_size": [64, 128, 256], "kl_warmup": [0, 10]}
+from latentbench.spec import TUNE_KNOBS as SHARED_KNOBS  # the Cell fields with tuning choices
 
 
 def make_storage(storage: str | None, study: str):
@@ -106,11 +105,11 @@ def make_objective(base, metric: str, direction: str, device, quiet: bool = True
     import optuna
 
     from latentbench.data import load_data
-    from latentbench.metrics_info import METRIC_INFO
-    from latentbench.score import score_model
-    from latentbench.train import TrainingDiverged, train_cell
+    from latentbench.registry import METRICS
+    from latentbench.score.scorer import score_model
+    from latentbench.training.loop import TrainingDiverged, train_cell
 
-    if metric not in METRIC_INFO:
+    if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; see `latentbench list metrics`")
     data = load_data(base.dataset, seed=base.seed, **base.data)
     sign = -1.0 if direction == "minimize" else 1.0  # report ELBO so that "better" matches the study

@@ -26,7 +26,7 @@ def main() -> None:
         return
     from latentbench.data.synthetic import render
     from latentbench.spec import Cell
-    from latentbench.train import build_model, fit
+    from latentbench.training.loop import build_model, fit
 
     dev = torch.device("cuda")
     x, _, _ = render(args.n, 28, 1, torch.Generator().manual_seed(0))

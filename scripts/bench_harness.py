@@ -19,7 +19,7 @@ import torch
 
 from latentbench.data import load_data
 from latentbench.spec import Cell
-from latentbench.train import build_model, fit
+from latentbench.training.loop import build_model, fit
 
 
 def make(cell: Cell, shape):
@@ -107,7 +107,7 @@ def main() -> None:
     data = load_data("digits")
     cell = Cell(latent="32", epochs=args.epochs, batch_size=128, lr=1e-3, net={"hidden": [256, 256]})
     x = data.train
-    from latentbench.train import split_validation
+    from latentbench.training.loop import split_validation
 
     x_fit, _ = split_validation(x, cell.val_fraction, cell.seed)
     plain, harn, pyth = [], [], []

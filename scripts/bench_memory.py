@@ -51,7 +51,7 @@ def run_case(case: str, device: str) -> dict:
     t0 = time.perf_counter()
     if case == "conv_step":
         from latentbench.spec import Cell
-        from latentbench.train import build_model, make_optimizer
+        from latentbench.training.loop import build_model, make_optimizer
 
         model, _ = build_model(Cell(arch="conv", latent="8x8x1024", likelihood="bernoulli"), (1, 28, 28))
         model.to(dev)

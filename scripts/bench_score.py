@@ -25,9 +25,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("LATENTBENCH_CACHE", tempfile.mkdtemp(prefix="lb-bench-"))
-    from latentbench.score import score_model
+    from latentbench.score.scorer import score_model
     from latentbench.spec import Cell
-    from latentbench.train import train_cell
+    from latentbench.training.loop import train_cell
 
     cell = Cell(latent=args.latent, epochs=30, n_samples=args.n, iw_k=args.iw_k)
     dev = torch.device("cpu")

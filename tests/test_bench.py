@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from latentbench.bench import parse_shard, run_grid, shard_cells
 from latentbench.cli import main
 from latentbench.errors import UserError
+from latentbench.runner.grid import parse_shard, run_grid, shard_cells
 from latentbench.spec import Cell, Grid, grid_from_dict, grid_to_toml, load_grid
 
 TINY = {"epochs": 2, "n_samples": 150, "iw_k": 4, "net": {"hidden": [32]}}
@@ -66,13 +66,22 @@ def test_spec_toml_round_trips_and_rejects_unknown_keys_and_types(tmp_path):
         load_grid(bad)
 
 
-def test_default_grid_matches_the_published_baseline():
-    from latentbench.cli_bench import DEFAULT_BASE, DEFAULT_LATENTS, DEFAULT_REMEDIES
+def test_default_grid_is_the_digits_baseline_and_keeps_the_published_cell_ids():
+    import argparse
+    import json
 
-    g = load_grid(Path(__file__).parents[1] / "baselines" / "digits.toml")
-    assert g.remedies == DEFAULT_REMEDIES and g.latents == DEFAULT_LATENTS and g.seeds == [0]
-    default = Grid(remedies=DEFAULT_REMEDIES, latents=DEFAULT_LATENTS, seeds=[0], base=dict(DEFAULT_BASE))
-    assert [c.id for c in g.cells()] == [c.id for c in default.cells()]
+    from latentbench.cli import build_parser
+    from latentbench.cli.run import build_grid
+
+    args = build_parser().parse_args(["run"])
+    g = build_grid(args)
+    spec = load_grid(Path(__file__).parents[1] / "baselines" / "digits.toml")
+    assert g.name == "default" and isinstance(args, argparse.Namespace)
+    assert [c.id for c in g.cells()] == [c.id for c in spec.cells()]
+    # every published record's id is still the id of the cell it stores (old records stay valid)
+    for f in sorted((Path(__file__).parents[1] / "leaderboards" / "digits" / "records").glob("*.json")):
+        rec = json.loads(f.read_text())
+        assert Cell.from_dict(rec["cell"]).id == rec["id"] == f.stem
 
 
 def test_rerun_skips_finished_cells_and_completes_the_rest(tmp_path, cpu):

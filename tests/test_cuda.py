@@ -8,9 +8,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_conv_cell_trains_and_scores_on_cuda():
     from latentbench.device import pick_device
-    from latentbench.score import score_model
+    from latentbench.score.scorer import score_model
     from latentbench.spec import Cell
-    from latentbench.train import train_cell
+    from latentbench.training.loop import train_cell
 
     dev = pick_device("auto")
     assert dev.type == "cuda"
@@ -25,7 +25,7 @@ def test_conv_cell_trains_and_scores_on_cuda():
 def test_seed_scale_step_fits_in_memory_with_bf16():
     from latentbench.device import autocast
     from latentbench.spec import Cell
-    from latentbench.train import build_model
+    from latentbench.training.loop import build_model
 
     dev = torch.device("cuda")
     model, _ = build_model(Cell(arch="conv", latent="8x8x1024", likelihood="bernoulli"), (1, 28, 28))

@@ -1,5 +1,5 @@
 from latentbench.cli import main
-from latentbench.train import train_cell
+from latentbench.training.loop import train_cell
 
 
 def test_diagnose_writes_a_report_with_every_plot(tiny_cell, cpu, tmp_path, capsys):

@@ -3,8 +3,9 @@ import json
 import pytest
 
 from latentbench.cli import main
-from latentbench.leaderboard import records_frame, render, summary, table
-from latentbench.records import make_record, write_record
+from latentbench.report.leaderboard import render
+from latentbench.report.tables import records_frame, summary, table
+from latentbench.runner.records import make_record, write_record
 from latentbench.spec import Cell
 
 
@@ -24,7 +25,7 @@ VALUES = {("vae", "2", 0): 10.0, ("vae", "2", 1): 14.0, ("vamp", "2", 0): 5.0, (
 
 
 def test_mean_std_over_seeds_and_best_marking(tmp_path):
-    from latentbench.records import read_records
+    from latentbench.runner.records import read_records
 
     df = records_frame(read_records([handmade(tmp_path, VALUES)]))
     mean, std, n = summary(df, "fid_prior")
@@ -38,7 +39,7 @@ def test_mean_std_over_seeds_and_best_marking(tmp_path):
 
 
 def test_markdown_csv_json_outputs(tmp_path):
-    from latentbench.records import read_records
+    from latentbench.runner.records import read_records
 
     df = records_frame(read_records([handmade(tmp_path, VALUES)]))
     md = render(df, "fid_prior", "markdown")
@@ -79,7 +80,7 @@ def test_newer_record_schema_is_refused_with_its_version(tmp_path, capsys):
 
 
 def test_rows_from_another_scorer_version_are_never_ranked_with_the_rest(tmp_path):
-    from latentbench.records import read_records
+    from latentbench.runner.records import read_records
 
     folder = tmp_path / "records"
     for remedy, value, scorer in (("vae", 10.0, 2), ("vamp", 12.0, 2), ("flow_prior", 1.0, 1)):

@@ -3,7 +3,9 @@ import torch
 from latentbench.latent import LatentShape
 from latentbench.priors.base import diag_gaussian_log_prob
 from latentbench.priors.standard_normal import StandardNormal
-from latentbench.train import encode_codes, load_checkpoint, train_cell
+from latentbench.training.checkpoint import load_checkpoint
+from latentbench.training.expost import encode_codes
+from latentbench.training.loop import train_cell
 
 
 def test_closed_form_kl_matches_monte_carlo():

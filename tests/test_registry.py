@@ -90,3 +90,65 @@ def test_cli_unknown_remedy_is_one_line_exit_2(capsys):
     assert main(["train", "--remedy", "vampp", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown remedy 'vampp'" in err[0]
+
+
+def test_a_plugin_of_the_wrong_type_is_one_line_at_registration():
+    from latentbench.remedies import Remedy
+
+    r = Registry("remedy", base=Remedy)
+    with pytest.raises(UserError, match=r"remedy 'not_a_remedy' must be a latentbench.remedies.Remedy, got dict"):
+        r.register("not_a_remedy", dict)
+
+    class Fine(Remedy):
+        """A fine remedy."""
+
+    assert r.register("fine", Fine) is Fine
+
+
+def test_isolated_registry_undoes_registrations():
+    from latentbench.remedies import Remedy
+
+    with REMEDIES.isolated():
+        @REMEDIES.register("temp_remedy")
+        class Temp(Remedy):
+            """Only inside the block."""
+
+        assert "temp_remedy" in REMEDIES
+    assert "temp_remedy" not in REMEDIES and "vae" in REMEDIES
+
+
+def test_a_metric_needs_its_direction():
+    from latentbench.registry import METRICS, register_metric
+
+    with pytest.raises(ValueError, match="higher_is_better"):
+        register_metric("no_direction", description="?")
+    with METRICS.isolated():
+        register_metric("descriptive_one", higher_is_better=None, description="shown, never ranked")(lambda ctx: 1.0)
+        m = METRICS.get("descriptive_one")
+        assert not m.ranked and m.direction == "descriptive, not ranked"
+    assert "descriptive_one" not in METRICS
+    # every built-in metric knows its direction, and the record-only ones are registered too
+    assert METRICS.get("norm_prior_std").higher_is_better is None
+    assert METRICS.get("fid_prior").lower_is_better and METRICS.get("recall_post").higher_is_better
+
+
+def test_list_metrics_shows_each_direction(capsys):
+    assert main(["list", "metrics", "fid_prior*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["fid_prior", "lower", "is", "better"]
+
+
+def test_a_plugin_that_exits_at_import_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
+    (tmp_path / "lb_exit_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    dist = tmp_path / "lbexit-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lbexit\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[latentbench.exit_group]\nexit_prior = lb_exit_plugin:X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = Registry("remedy", "latentbench.exit_group")
+    r.register("vae", object())
+    assert r.names() == ["vae"]
+    assert "exit_prior" in capsys.readouterr().err
+    with pytest.raises(UserError, match="'exit_prior' is a plugin that failed to load"):
+        r.get("exit_prior")
+    sys.modules.pop("lb_exit_plugin", None)

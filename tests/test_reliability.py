@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentbench.bench import CellLock
 from latentbench.cli import main
 from latentbench.errors import UserError
+from latentbench.runner.grid import CellLock
 
 RUN = ["run", "--remedies", "vae", "--latents", "2,3,4,5,6", "--epochs", "3", "--n-samples", "150", "--quiet"]
 
@@ -95,8 +95,8 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_out_of_memory_is_recorded_as_failed(tmp_path, cpu, monkeypatch):
-    import latentbench.train as train_mod
-    from latentbench.bench import run_grid
+    import latentbench.training.loop as train_mod
+    from latentbench.runner.grid import run_grid
     from latentbench.spec import Grid
 
     def oom(*a, **k):
@@ -157,8 +157,8 @@ def test_a_plugin_that_fails_at_registration_is_reported_once_and_left_out(tmp_p
 
 
 def test_newer_checkpoint_schema_is_refused_and_a_corrupt_one_named(tiny_cell, cpu, tmp_path):
-    from latentbench.checkpoint import load_checkpoint
-    from latentbench.train import train_cell
+    from latentbench.training.checkpoint import load_checkpoint
+    from latentbench.training.loop import train_cell
 
     ckpt = tmp_path / "c.pt"
     train_cell(tiny_cell(epochs=1), cpu, checkpoint=ckpt, quiet=True)

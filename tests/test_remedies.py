@@ -4,7 +4,7 @@ import torch
 from latentbench import create_remedy, list_remedies
 from latentbench.errors import UserError
 from latentbench.spec import Cell
-from latentbench.train import load_checkpoint, train_cell
+from latentbench.training.loop import load_checkpoint, train_cell
 
 BUILTINS = ["vae", "beta_vae", "mog_prior", "vamp", "flow_prior", "expost_gmm", "expost_flow", "two_stage"]
 SMALL = {"two_stage": {"hidden": 32, "fit_epochs": 5}, "expost_flow": {"fit_epochs": 5, "hidden": 32}}

@@ -154,7 +154,7 @@ def test_score_cli_prints_metrics_and_writes_a_record(tiny_cell, cpu, tmp_path, 
     import json
 
     from latentbench.cli import main
-    from latentbench.train import train_cell
+    from latentbench.training.loop import train_cell
 
     ckpt = tmp_path / "m.pt"
     train_cell(tiny_cell(), cpu, checkpoint=ckpt, quiet=True)
@@ -166,9 +166,9 @@ def test_score_cli_prints_metrics_and_writes_a_record(tiny_cell, cpu, tmp_path, 
 
 
 def test_scores_do_not_depend_on_what_ran_before_in_the_process(cpu):
-    from latentbench.score import score_model
+    from latentbench.score.scorer import score_model
     from latentbench.spec import Cell
-    from latentbench.train import train_cell
+    from latentbench.training.loop import train_cell
 
     cell = Cell(remedy="two_stage", latent="3", epochs=2, n_samples=200, iw_k=4, net={"hidden": [32]},
                 remedy_params={"hidden": 32, "fit_epochs": 3})

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from latentbench.early_stop import EarlyStopping
 from latentbench.latent import LatentShape
 from latentbench.priors.base import LOG_2PI, Prior, randn
-from latentbench.state import snapshot
 
 
 class ElementwiseAffine(nn.Module):
@@ -138,7 +138,7 @@ class ExpostFlowPrior(FlowPrior):
         val, fit = codes[perm[:n_val]], codes[perm[n_val:]]
         self.flow.affine.init_from(fit.flatten(1).reshape(-1, *self.latent.shape))
         opt = torch.optim.Adam(self.parameters(), lr=self.lr)
-        best, best_state, bad = float("inf"), None, 0
+        stopper = EarlyStopping(self.patience, self.flow)
         bs = min(self.batch_size, len(fit))
         for _ in tqdm(range(self.epochs), desc="fit ex-post flow", disable=quiet, leave=False):
             order = torch.randperm(len(fit), generator=g).to(codes.device)
@@ -149,12 +149,7 @@ class ExpostFlowPrior(FlowPrior):
                 opt.step()
             with torch.no_grad():
                 v = -self.log_prob(val).mean().item()
-            if v < best:
-                best, bad, best_state = v, 0, snapshot(self.flow, best_state)
-            else:
-                bad += 1
-                if bad >= self.patience:
-                    break
-        if best_state is not None:
-            self.flow.load_state_dict(best_state)
+            if stopper.step(v):
+                break
+        stopper.restore()
         self.eval()

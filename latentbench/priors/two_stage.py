@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from latentbench.early_stop import EarlyStopping
 from latentbench.latent import LatentShape
 from latentbench.nets.mlp import mlp
 from latentbench.priors.base import LOG_2PI, Prior, diag_gaussian_log_prob, randn
-from latentbench.state import snapshot
 
 
 class TwoStagePrior(Prior):
@@ -66,7 +66,7 @@ class TwoStagePrior(Prior):
         val, fit = y[perm[:n_val]], y[perm[n_val:]]
         opt = torch.optim.Adam(self.parameters(), lr=self.lr)
         bs = min(self.batch_size, len(fit))
-        best, best_state, bad = math.inf, None, 0
+        stopper = EarlyStopping(self.patience, self)
         torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
         for _ in tqdm(range(self.epochs), desc="fit second stage", disable=quiet, leave=False):
             order = torch.randperm(len(fit), generator=g).to(y.device)
@@ -77,14 +77,9 @@ class TwoStagePrior(Prior):
                 opt.step()
             with torch.no_grad():
                 v = self._neg_elbo(val).item()
-            if v < best:
-                best, bad, best_state = v, 0, snapshot(self, best_state)
-            else:
-                bad += 1
-                if bad >= self.patience:
-                    break
-        if best_state is not None:
-            self.load_state_dict(best_state)
+            if stopper.step(v):
+                break
+        stopper.restore()
         self.eval()
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

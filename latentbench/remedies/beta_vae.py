@@ -12,7 +12,7 @@ from typing import Any
 from latentbench.remedies import Remedy
 
 
-class BetaVAE(Remedy):
+class BetaVAERemedy(Remedy):
     """beta-VAE: KL weighted by beta (Higgins et al. 2017)."""
 
     name = "beta_vae"

@@ -13,7 +13,7 @@ from latentbench.priors.flow import ExpostFlowPrior
 from latentbench.remedies import Remedy
 
 
-class ExpostFlow(Remedy):
+class ExpostFlowRemedy(Remedy):
     """Plain VAE, then a RealNVP flow fitted on the codes (Dinh et al. 2017)."""
 
     name = "expost_flow"

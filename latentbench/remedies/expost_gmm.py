@@ -15,7 +15,7 @@ from latentbench.priors.gmm import ExpostGMMPrior
 from latentbench.remedies import Remedy
 
 
-class ExpostGMM(Remedy):
+class ExpostGMMRemedy(Remedy):
     """Plain VAE, then a GMM (K by BIC) fitted on the codes (Ghosh et al. 2020)."""
 
     name = "expost_gmm"

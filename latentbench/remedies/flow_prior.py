@@ -15,7 +15,7 @@ from latentbench.priors.flow import FlowPrior as _Flow
 from latentbench.remedies import Remedy
 
 
-class FlowPrior(Remedy):
+class FlowPriorRemedy(Remedy):
     """RealNVP / Glow-style coupling-flow prior trained jointly (Dinh et al. 2017; Xu et al. 2019)."""
 
     name = "flow_prior"

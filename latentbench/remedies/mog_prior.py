@@ -14,7 +14,7 @@ from latentbench.priors.mog import MixturePrior
 from latentbench.remedies import Remedy
 
 
-class MoGPrior(Remedy):
+class MoGPriorRemedy(Remedy):
     """Learnable mixture of K diagonal Gaussians as p(z) (Tomczak & Welling 2018 MoG baseline)."""
 
     name = "mog_prior"

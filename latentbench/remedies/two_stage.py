@@ -14,7 +14,7 @@ from latentbench.priors.two_stage import TwoStagePrior
 from latentbench.remedies import Remedy
 
 
-class TwoStage(Remedy):
+class TwoStageRemedy(Remedy):
     """Second VAE with learned gamma fitted on the codes (Dai & Wipf 2019)."""
 
     name = "two_stage"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from latentbench.remedies import Remedy
 
 
-class VAE(Remedy):
+class VAERemedy(Remedy):
     """Plain VAE, N(0, I) prior (Kingma & Welling 2014)."""
 
     name = "vae"

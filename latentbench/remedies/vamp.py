@@ -13,7 +13,7 @@ from latentbench.priors.vamp import VampPrior
 from latentbench.remedies import Remedy
 
 
-class Vamp(Remedy):
+class VampRemedy(Remedy):
     """VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)."""
 
     name = "vamp"

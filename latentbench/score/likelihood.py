@@ -20,7 +20,7 @@ def iwae_bound(model, x: torch.Tensor, k: int = 100, generator: torch.Generator 
                max_elements: int = 1 << 24) -> dict[str, float]:
     """Mean ``nll_iw`` (-L_k) and ``elbo_iw`` (mean of the k single-sample ELBOs) over ``x``."""
     model.eval()
-    dev = next(model.parameters()).device
+    dev = model.device
     prior = model.generative_prior
     per_image = k * max(x[0].numel(), model.latent.dim)
     bs = max(1, max_elements // per_image)

@@ -8,38 +8,21 @@ with failed or missing cells unless ``partial``, in which case the tables mark t
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 from latentbench.atomic import atomic_write_text
 from latentbench.errors import UserError
-from latentbench.records import read_records, record_files
-from latentbench.spec import Grid, grid_to_toml, load_grid
-
-
-def save_grid(grid: Grid, folder: Path) -> Path:
-    """Remember a grid run into ``folder`` (so that publish can tell which cells are missing)."""
-    ids = sorted(c.id for c in grid.cells())
-    path = Path(folder) / "grids" / f"{hashlib.sha256(' '.join(ids).encode()).hexdigest()[:12]}.toml"
-    if not path.exists():
-        atomic_write_text(path, grid_to_toml(grid))
-    return path
-
-
-def expected_cells(folder: Path) -> dict:
-    cells = {}
-    for p in sorted((Path(folder) / "grids").glob("*.toml")):
-        for c in load_grid(p).cells():
-            cells[c.id] = c
-    return cells
+from latentbench.runner.grid import expected_cells
+from latentbench.runner.records import read_records, record_files
 
 
 def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, partial: bool = False,
             metric: str = "fid_prior", command: str = "") -> Path:
-    from latentbench.leaderboard import records_frame, render
-    from latentbench.plots import make_plots
     from latentbench.registry import validate_name
+    from latentbench.report.leaderboard import render
+    from latentbench.report.plots import make_plots
+    from latentbench.report.tables import records_frame
 
     try:
         validate_name(name.replace("-", "_"))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from latentbench.errors import UserError
 from latentbench.latent import LatentShape
-from latentbench.metrics_info import METRIC_INFO
+from latentbench.registry import METRICS, Metric
 
 GAP_METRICS = ("fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw")
 DEFAULT_METRIC = "fid_prior"
@@ -110,10 +110,19 @@ def _latent_order(df: pd.DataFrame) -> list[str]:
     return sorted(df["latent"].unique(), key=lambda s: LatentShape.parse(s).sort_key())
 
 
+def metric_info(metric: str) -> Metric:
+    """The registered metric (direction, description); an unknown name is one line naming the known."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS.names())} "
+                        "(`latentbench list metrics` shows each with its direction)")
+    return METRICS.get(metric)
+
+
 def summary(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(mean, std, count) tables, remedies x latent sizes."""
+    metric_info(metric)
     if metric not in df.columns:
-        known = ", ".join(sorted(c for c in df.columns if c in METRIC_INFO))
+        known = ", ".join(sorted(c for c in df.columns if c in METRICS))
         raise UserError(f"metric {metric!r} is not in these records; known: {known}")
     g = df.groupby(["row", "latent"])[metric]
     order = _latent_order(df)
@@ -158,7 +167,9 @@ def table(df: pd.DataFrame, metric: str, mark_best: bool = True, holes: dict | N
         if row not in rows:
             rows.append(row)
     mean, std, count = (t.reindex(rows) for t in (mean, std, count))
-    lower = METRIC_INFO.get(metric, METRIC_INFO[DEFAULT_METRIC]).lower_is_better
+    info = metric_info(metric)
+    lower = info.lower_is_better
+    mark_best = mark_best and info.ranked
     rankable = _rankable(df)
     out = pd.DataFrame(index=mean.index, columns=mean.columns, dtype=object)
     for col in mean.columns:
@@ -178,12 +189,12 @@ def table(df: pd.DataFrame, metric: str, mark_best: bool = True, holes: dict | N
 
 
 def header(df: pd.DataFrame, metric: str) -> str:
-    info = METRIC_INFO.get(metric)
-    direction = "lower is better" if (info is None or info.lower_is_better) else "higher is better"
+    info = metric_info(metric)
+    direction = info.direction
     seeds = sorted(df["seed"].unique().tolist())
     commands = sorted(set(df["command"]) - {""})
     lines = [
-        f"**{metric}**: {info.description if info else metric} ({direction}; best per column in bold)",
+        f"**{metric}**: {info.description} ({direction}" + ("; best per column in bold)" if info.ranked else ")"),
         "",
         f"dataset `{', '.join(sorted(df['dataset'].unique()))}` · arch `{', '.join(sorted(df['arch'].unique()))}` · "
         f"epochs {', '.join(str(e) for e in sorted(df['epochs'].unique()))} · seeds {seeds} · "
@@ -192,44 +203,6 @@ def header(df: pd.DataFrame, metric: str) -> str:
     if commands:
         lines += ["", "made by: " + "; ".join(f"`{c}`" for c in commands)]
     return "\n".join(lines)
-
-
-def render(df: pd.DataFrame, metric: str = DEFAULT_METRIC, fmt: str = "markdown", gaps: bool = True,
-           holes: dict | None = None, plots: list | None = None) -> str:
-    """The leaderboard as markdown, csv, json or html (html: see ``latentbench.html``)."""
-    if df.empty:
-        raise UserError("no successful records to tabulate")
-    if fmt == "csv":
-        mean, std, count = summary(df, metric)
-        long = pd.concat({"mean": mean.stack(), "std": std.stack(), "n": count.stack()}, axis=1).reset_index()
-        long = long.rename(columns={"row": "remedy"})
-        long.insert(0, "metric", metric)
-        return long.to_csv(index=False)
-    if fmt == "json":
-        mean, std, count = summary(df, metric)
-        out = {"metric": metric, "lower_is_better": METRIC_INFO.get(metric, METRIC_INFO[DEFAULT_METRIC]).lower_is_better,
-               "rows": {rem: {lat: {"mean": _num(mean.at[rem, lat]), "std": _num(std.at[rem, lat]),
-                                     "n": int(count.at[rem, lat]) if not math.isnan(count.at[rem, lat]) else 0}
-                              for lat in mean.columns} for rem in mean.index}}
-        return json.dumps(out, indent=1)
-    if fmt == "html":
-        from latentbench.html import render_html
-
-        return render_html(df, metric, plots=plots)
-    if fmt != "markdown":
-        raise UserError(f"unknown format {fmt!r}: use markdown, csv, json or html")
-    parts = [header(df, metric), "", table(df, metric, holes=holes, provenance=True).to_markdown()]
-    marked = df[df["mismatch"] != ""].drop_duplicates("row")
-    for _, r in marked.iterrows():
-        parts += ["", f"† `{r['row']}` is not comparable and not ranked: {r['mismatch']}"]
-    if gaps:
-        parts += ["", "### The prior-hole gap at each latent size", ""]
-        for m in GAP_METRICS:
-            if m in df.columns and m != metric:
-                info = METRIC_INFO[m]
-                parts += [f"**{m}**: {info.description} ({'lower' if info.lower_is_better else 'higher'} is better)",
-                          "", table(df, m, holes=holes).to_markdown(), ""]
-    return "\n".join(parts).rstrip() + "\n"
 
 
 def _num(x: float) -> float | None:

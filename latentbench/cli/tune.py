@@ -33,15 +33,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     if args.trials < 1:
         raise UserError(f"--trials must be >= 1, got {args.trials}")
-    from latentbench.cli import _cell_overrides
+    from latentbench.cli.common import cell_overrides
     from latentbench.device import pick_device
     from latentbench.registry import REMEDIES
     from latentbench.spec import Cell
 
     REMEDIES.get(args.remedy)
     base = Cell(remedy=args.remedy, latent=args.latent, seed=args.seed,
-                **{"epochs": 30, "n_samples": 1000, "iw_k": 20, **_cell_overrides(args),
-                   **({"n_samples": args.n_samples} if args.n_samples else {})})
+                **{"epochs": 30, "n_samples": 1000, "iw_k": 20, **cell_overrides(args)})
     device = pick_device(args.device)
     study = tune.build_study(study_name, args.storage, args.direction, args.sampler, args.seed,
                              warmup_epochs=max(1, base.epochs // 4))
@@ -62,20 +61,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from latentbench.cli import _add_cell_args, _add_common
+    from latentbench.cli.common import add_cell_args, add_common
 
     p = sub.add_parser("tune", help="tune one remedy at one latent size with Optuna")
-    _add_cell_args(p, single=True)
+    add_cell_args(p, single=True, score=True)
     p.add_argument("--trials", type=int, default=20, help="trials for this worker (default 20)")
     p.add_argument("--metric", default="fid_prior")
     p.add_argument("--direction", default="minimize", choices=["minimize", "maximize"])
-    p.add_argument("--n-samples", type=int, dest="n_samples", help="samples per set when scoring trials")
     p.add_argument("--storage", help="journal file path or database URL (default runs/tune/<study>.log)")
     p.add_argument("--study", help="study name; workers with the same name and storage share it")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid"])
     p.add_argument("--out", help="best spec TOML (default best-<study>.toml)")
     p.add_argument("--show", action="store_true", help="print the study's trials table and exit")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_tune)
 
 

@@ -8,11 +8,8 @@ from pathlib import Path
 
 from latentbench.errors import UserError
 
-DEFAULT_REMEDIES = ["vae", "beta_vae", "mog_prior", "vamp", "flow_prior", "expost_gmm", "expost_flow", "two_stage"]
-DEFAULT_LATENTS = ["2", "8", "32", "128", "512"]
-# The default grid (digits, CPU): every built-in remedy x 5 latent sizes x 1 seed, sized to finish in
-# a few minutes on 2 cores. baselines/digits.toml holds the same settings.
-DEFAULT_BASE = {"dataset": "digits", "arch": "mlp", "epochs": 60, "n_samples": 2000, "iw_k": 100}
+# The default grid is baselines/digits.toml (shipped inside the package), run under the name "default".
+DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "baselines" / "digits.toml"
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -20,22 +17,20 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def build_grid(args: argparse.Namespace):
-    from latentbench.cli import _cell_overrides
+    from latentbench.cli.common import cell_overrides
     from latentbench.latent import LatentShape
     from latentbench.registry import REMEDIES
-    from latentbench.spec import Grid, load_grid
+    from latentbench.spec import load_grid
 
     if args.spec:
         grid = load_grid(args.spec)
     else:
-        grid = Grid(name="default", remedies=list(DEFAULT_REMEDIES), latents=list(DEFAULT_LATENTS), seeds=[0],
-                    base=dict(DEFAULT_BASE))
-    over = _cell_overrides(args)
+        grid = load_grid(DEFAULT_SPEC)
+        grid.name = "default"
+    over = cell_overrides(args)
     if "data" in over:
         over["data"] = {**grid.base.get("data", {}), **over["data"]}
     grid.base.update(over)
-    if args.n_samples is not None:
-        grid.base["n_samples"] = args.n_samples
     if args.remedies:
         grid.remedies = _csv(args.remedies)
     if args.latents:
@@ -58,8 +53,8 @@ def build_grid(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from latentbench.bench import parse_shard, run_grid
     from latentbench.device import pick_device
+    from latentbench.runner.grid import parse_shard, run_grid
 
     shard = parse_shard(args.shard)
     grid = build_grid(args)
@@ -69,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         create_remedy(r, **grid.remedy_params.get(r, {}))
     device = pick_device(args.device)
     folder = Path(args.out or f"runs/{grid.name}")
-    from latentbench.publish import save_grid
+    from latentbench.runner.grid import save_grid
 
     save_grid(grid, folder)
     try:
@@ -83,9 +78,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary['busy']} held by another process, {len(summary['failed'])} failed "
           f"({summary['seconds']:.0f}s)")
     try:
-        from latentbench.leaderboard import records_frame, render
-        from latentbench.plots import make_plots
-        from latentbench.records import read_records
+        from latentbench.report.leaderboard import render
+        from latentbench.report.plots import make_plots
+        from latentbench.report.tables import records_frame
+        from latentbench.runner.records import read_records
 
         records = read_records([folder], skip_bad=True)
         df = records_frame(records)
@@ -111,11 +107,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from latentbench.checkpoint import load_checkpoint
     from latentbench.data import load_data
     from latentbench.device import pick_device
-    from latentbench.records import make_record, provenance, write_record
-    from latentbench.score import score_model
+    from latentbench.runner.records import make_record, provenance, write_record
+    from latentbench.score.scorer import score_model
+    from latentbench.training.checkpoint import load_checkpoint
 
     device = pick_device(args.device)
     model, _, payload = load_checkpoint(args.checkpoint, device)
@@ -139,8 +135,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from latentbench.leaderboard import merge_groups, records_frame, render
-    from latentbench.records import read_records
+    from latentbench.report.leaderboard import render
+    from latentbench.report.tables import merge_groups, records_frame
+    from latentbench.runner.records import read_records
 
     groups = {d: read_records([d], skip_bad=args.skip_bad) for d in args.dirs}
     records = merge_groups(groups, allow_mismatch=args.allow_mismatch)
@@ -149,7 +146,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise UserError("these folders hold no successful records")
     paths = []
     if args.plots:
-        from latentbench.plots import make_plots
+        from latentbench.report.plots import make_plots
 
         paths = make_plots(records, df, Path(args.plots))
         print(f"wrote {len(paths)} plots to {args.plots}", file=sys.stderr)
@@ -166,7 +163,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from latentbench.device import pick_device
-    from latentbench.diagnose import diagnose
+    from latentbench.report.diagnose import diagnose
 
     reports = diagnose(Path(args.target), pick_device(args.device), Path(args.out) if args.out else None)
     for r in reports:
@@ -175,7 +172,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from latentbench.publish import publish
+    from latentbench.report.publish import publish
 
     out = publish(Path(args.run_dir), args.name, Path(args.dest), partial=args.partial, metric=args.metric,
                   command=args.command_line)
@@ -184,20 +181,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from latentbench.cli import _add_cell_args, _add_common
+    from latentbench.cli.common import add_cell_args, add_common
 
     p = sub.add_parser("run", help="run a grid: remedies x latent sizes x seeds (default: the digits grid)")
     p.add_argument("spec", nargs="?", help="TOML grid spec (e.g. baselines/digits.toml); flags override it")
     p.add_argument("--remedies", help="comma-separated remedy names")
     p.add_argument("--latents", help="comma-separated latent sizes, e.g. 2,32,8x8x16")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--n-samples", type=int, dest="n_samples", help="samples per set for scoring")
     p.add_argument("--name", help="run name (default: the spec's name, or 'default')")
     p.add_argument("--out", help="output folder (default runs/<name>)")
     p.add_argument("--shard", help="i/n: run every n-th cell starting at i (0-based)")
     p.add_argument("--force", action="store_true", help="recompute finished cells")
-    _add_cell_args(p, single=False)
-    _add_common(p)
+    add_cell_args(p, single=False, score=True)
+    add_common(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("score", help="score a trained checkpoint and write its record")
@@ -206,7 +202,7 @@ def add_commands(sub) -> None:
     p.add_argument("--iw-k", type=int, dest="iw_k", help="importance samples per image for nll_iw")
     p.add_argument("--features", choices=["domain", "inception"])
     p.add_argument("--out", help="record path (default: beside the checkpoint)")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("leaderboard", help="tables (and plots) from the records of one or more runs")
@@ -231,5 +227,5 @@ def add_commands(sub) -> None:
     p = sub.add_parser("diagnose", help="report on prior holes for one checkpoint or every checkpoint of a run")
     p.add_argument("target", help="a checkpoint (.pt) or a run folder")
     p.add_argument("--out", help="report folder (default: beside the checkpoint, or RUN/diagnose)")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_diagnose)

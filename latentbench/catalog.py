@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from latentbench.registry import DATASETS, METRICS, NETS, REMEDIES
+from latentbench.registry import DATASETS, NETS, REMEDIES
 
 _REMEDIES = {
-    "vae": ("latentbench.remedies.vae:VAE", "Plain VAE, N(0, I) prior (Kingma & Welling 2014)"),
-    "beta_vae": ("latentbench.remedies.beta_vae:BetaVAE", "beta-VAE: KL weighted by beta (Higgins et al. 2017)"),
-    "mog_prior": ("latentbench.remedies.mog_prior:MoGPrior",
+    "vae": ("latentbench.remedies.vae:VAERemedy", "Plain VAE, N(0, I) prior (Kingma & Welling 2014)"),
+    "beta_vae": ("latentbench.remedies.beta_vae:BetaVAERemedy", "beta-VAE: KL weighted by beta (Higgins et al. 2017)"),
+    "mog_prior": ("latentbench.remedies.mog_prior:MoGPriorRemedy",
                   "Learnable mixture of K diagonal Gaussians as p(z) (Tomczak & Welling 2018)"),
-    "vamp": ("latentbench.remedies.vamp:Vamp",
+    "vamp": ("latentbench.remedies.vamp:VampRemedy",
              "VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"),
-    "flow_prior": ("latentbench.remedies.flow_prior:FlowPrior",
+    "flow_prior": ("latentbench.remedies.flow_prior:FlowPriorRemedy",
                    "Coupling-flow prior trained jointly (RealNVP / Glow-style; Xu et al. 2019)"),
-    "expost_gmm": ("latentbench.remedies.expost_gmm:ExpostGMM",
+    "expost_gmm": ("latentbench.remedies.expost_gmm:ExpostGMMRemedy",
                    "Plain VAE + GMM fitted on the codes after training, K by BIC (Ghosh et al. 2020)"),
-    "expost_flow": ("latentbench.remedies.expost_flow:ExpostFlow",
+    "expost_flow": ("latentbench.remedies.expost_flow:ExpostFlowRemedy",
                     "Plain VAE + RealNVP flow fitted on the codes after training (Dinh et al. 2017)"),
-    "two_stage": ("latentbench.remedies.two_stage:TwoStage",
+    "two_stage": ("latentbench.remedies.two_stage:TwoStageRemedy",
                   "A second VAE with learned variance on the codes (Dai & Wipf 2019)"),
 }
 
@@ -39,7 +39,3 @@ def register_builtins() -> None:
     for registry, table in ((REMEDIES, _REMEDIES), (DATASETS, _DATASETS), (NETS, _NETS)):
         for name, (target, desc) in table.items():
             registry.register(name, target, description=desc)
-    from latentbench.metrics_info import METRIC_INFO
-
-    for name, info in METRIC_INFO.items():
-        METRICS.register(name, info, description=info.description)

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from latentbench.atomic import atomic_write_text  # noqa: E402
-from latentbench.plots import _grid_image  # noqa: E402
-from latentbench.score import draw_latents, sample_snapshot  # noqa: E402
+from latentbench.report.plots import _grid_image  # noqa: E402
 from latentbench.score.geometry import latent_metrics  # noqa: E402
+from latentbench.score.sampling import draw_latents, sample_snapshot  # noqa: E402
 
 
 def _spectrum(mu: torch.Tensor, logvar: torch.Tensor, path: Path) -> dict[str, float]:
@@ -80,9 +80,9 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path) ->
 
 
 def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device, n: int = 2000) -> Path:
-    from latentbench.checkpoint import load_checkpoint
     from latentbench.data import load_data
     from latentbench.spec import Cell
+    from latentbench.training.checkpoint import load_checkpoint
 
     model, _, payload = load_checkpoint(checkpoint, device)
     cell = Cell.from_dict(payload["cell"])

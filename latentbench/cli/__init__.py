@@ -1,4 +1,8 @@
-"""``latentbench`` subcommands. User errors print one line and exit with code 2."""
+"""``latentbench`` subcommands (argument parsing only; the work is done in the stage packages).
+
+User errors print one line and exit with code 2; ``run``, ``score``, ``leaderboard``, ``publish`` and
+``diagnose`` live in ``cli.run``, ``tune`` in ``cli.tune``.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from latentbench.cli.common import add_cell_args, add_common, cell_overrides
 from latentbench.errors import UserError
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_cell_args(p: argparse.ArgumentParser, *, single: bool) -> None:
-    p.add_argument("--dataset", help="registered dataset (default digits)")
-    p.add_argument("--arch", help="mlp or conv (or a plugin net)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--kl-warmup", type=int, dest="kl_warmup", help="epochs of linear KL warm-up")
-    p.add_argument("--early-stop", type=int, dest="early_stop", help="patience in epochs (0 = off)")
-    p.add_argument("--likelihood", help="bernoulli, gaussian (fixed sigma), gaussian_learned")
-    p.add_argument("--sigma", type=float, help="Gaussian likelihood sigma (initial value if learned)")
-    p.add_argument("--data-root", dest="data_root", help="folder with the torchvision dataset files")
-    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    if single:
-        p.add_argument("--remedy", default="vae")
-        p.add_argument("--latent", default="32", help="flat '32' or spatial HxWxC like '8x8x1024'")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--beta", type=float, help="KL weight (remedies with a beta parameter)")
-
-
-def _cell_overrides(args: argparse.Namespace) -> dict:
-    keys = ("dataset", "arch", "epochs", "batch_size", "lr", "kl_warmup", "early_stop", "likelihood", "sigma")
-    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    data = {}
-    if getattr(args, "data_root", None):
-        data["data_root"] = args.data_root
-    if getattr(args, "download", False):
-        data["download"] = True
-    if data:
-        out["data"] = data
-    return out
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -59,18 +26,21 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{kind}:")
         width = max((len(n) for n in names), default=0)
         for name in names:
-            print(f"{'  ' if len(kinds) > 1 else ''}{name:<{width}}  {reg.describe(name)}")
+            direction = ""
+            if kind == "metrics":
+                direction = f"{reg.get(name).direction:<24} "
+            print(f"{'  ' if len(kinds) > 1 else ''}{name:<{width}}  {direction}{reg.describe(name)}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from latentbench.device import pick_device
     from latentbench.spec import Cell
-    from latentbench.train import evaluate, train_cell
+    from latentbench.training.loop import evaluate, train_cell
 
     params = {"beta": args.beta} if args.beta is not None else {}
     cell = Cell(remedy=args.remedy, latent=args.latent, seed=args.seed, remedy_params=params,
-                **_cell_overrides(args))
+                **cell_overrides(args))
     device = pick_device(args.device)
     out = Path(args.out or "runs/train")
     ckpt = out / f"{cell.id}.pt"
@@ -100,30 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train one cell and write its checkpoint")
-    _add_cell_args(p, single=True)
-    _add_common(p)
+    add_cell_args(p, single=True)
+    add_common(p)
     p.add_argument("--out", help="output folder (default runs/train)")
     p.add_argument("--force", action="store_true", help="retrain even if a finished checkpoint exists")
     p.set_defaults(func=cmd_train)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    from latentbench.cli import run, tune
+
+    run.add_commands(sub)
+    tune.add_commands(sub)
     return parser
-
-
-def _bench_commands(sub) -> None:
-    from latentbench.cli_bench import add_commands
-
-    add_commands(sub)
-
-
-def _tune_commands(sub) -> None:
-    from latentbench.cli_tune import add_commands
-
-    add_commands(sub)
-
-
-_EXTRA_COMMANDS: list = [_bench_commands, _tune_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from latentbench.report.tables import GAP_METRICS, header, summary, table
+
 _SCRIPT = """
 document.querySelectorAll('table.lb').forEach(function (t) {
   t.querySelectorAll('th').forEach(function (th, col) {
@@ -34,8 +36,6 @@ code{background:#f6f6f6}img{max-width:100%}"""
 
 
 def _table_html(df: pd.DataFrame, metric: str, table_id: str) -> str:
-    from latentbench.leaderboard import summary, table
-
     mean, _, _ = summary(df, metric)
     shown = table(df, metric, mark_best=True)
     head = "<th>remedy</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
@@ -55,8 +55,6 @@ def _table_html(df: pd.DataFrame, metric: str, table_id: str) -> str:
 
 def render_html(df: pd.DataFrame, metric: str, plots: list[Path] | None = None, title: str = "latentbench leaderboard") -> str:
     import re
-
-    from latentbench.leaderboard import GAP_METRICS, header
 
     head = html.escape(header(df, metric)).replace("\n\n", "</p><p>").replace("**", "")
     head = re.sub(r"`([^`]*)`", r"<code>\1</code>", head)

@@ -8,9 +8,8 @@ over. A failing cell is recorded as failed and the grid goes on.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import socket
 import sys
 import time
 import traceback
@@ -21,13 +20,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latentbench.atomic import atomic_write_bytes
+from latentbench.atomic import atomic_write_bytes, atomic_write_text
 from latentbench.data import load_data
 from latentbench.errors import UserError
-from latentbench.records import make_record, provenance, read_record, write_record
-from latentbench.spec import Cell, Grid
-
-STALE_LOCK_S = 24 * 3600
+from latentbench.runner.locks import CellLock
+from latentbench.runner.records import make_record, provenance, read_record, write_record
+from latentbench.spec import Cell, Grid, grid_to_toml, load_grid
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -48,93 +46,6 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     return ordered[shard[0] :: shard[1]]
 
 
-class CellLock:
-    """An atomic lock file per cell.
-
-    The lock appears with its content in one step (a temp file hard-linked into place), so a reader
-    never sees it half-written. A stale lock (its process gone on this host, or older than a day, or
-    unreadable for over a minute) is taken over by renaming it aside, and only if the renamed file is
-    still the one judged stale; otherwise it is put back and the cell is left to its owner.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.held = False
-
-    def _read(self) -> tuple[bytes, dict | None]:
-        try:
-            raw = self.path.read_bytes()
-        except OSError:
-            return b"", None
-        try:
-            return raw, json.loads(raw)
-        except ValueError:
-            return raw, None
-
-    def _stale(self, info: dict | None) -> bool:
-        if info is None:  # unreadable: only a crashed writer or a foreign file leaves that
-            try:
-                return time.time() - self.path.stat().st_mtime > 60
-            except OSError:
-                return False
-        if time.time() - float(info.get("time", 0)) > STALE_LOCK_S:
-            return True
-        if info.get("host") == socket.gethostname():
-            try:
-                os.kill(int(info["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except (PermissionError, KeyError, ValueError):
-                return False
-        return False
-
-    def _create(self) -> bool:
-        body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode()
-        tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
-        tmp.write_bytes(body)
-        try:
-            os.link(tmp, self.path)  # fails if the lock exists: create-with-content in one step
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _take_over(self, judged: bytes) -> None:
-        aside = self.path.with_name(f".stale-{self.path.name}.{os.getpid()}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return  # someone else removed it; try to create ours
-        if aside.read_bytes() == judged:
-            aside.unlink(missing_ok=True)
-        else:  # we moved a fresh lock of another process: give it back
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
-                pass
-            aside.unlink(missing_ok=True)
-
-    def acquire(self) -> bool:
-        for _ in range(2):
-            if self._create():
-                self.held = True
-                return True
-            raw, info = self._read()
-            if not self._stale(info):
-                return False
-            self._take_over(raw)
-        return False
-
-    def release(self) -> None:
-        if self.held:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.held = False
-
-
 def is_finished(path: Path) -> bool:
     if not path.is_file():
         return False
@@ -147,8 +58,9 @@ def is_finished(path: Path) -> bool:
 def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, quiet: bool, compile: bool,
              data_cache: dict) -> dict[str, Any]:
     """Train, fit, score and record one cell; a failure becomes a failed record."""
-    from latentbench.score import sample_snapshot, score_model
-    from latentbench.train import train_cell
+    from latentbench.score.sampling import sample_snapshot
+    from latentbench.score.scorer import score_model
+    from latentbench.training.loop import train_cell
 
     started = time.time()
     prov = provenance(device, command, started)
@@ -231,3 +143,21 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
             lock.release()
     return {"cells": len(cells), "done": done, "skipped": skipped, "busy": busy, "failed": failed,
             "seconds": time.time() - t0}
+
+
+def save_grid(grid: Grid, folder: Path) -> Path:
+    """Remember a grid run into ``folder`` (so that publish can tell which cells are missing)."""
+    ids = sorted(c.id for c in grid.cells())
+    path = Path(folder) / "grids" / f"{hashlib.sha256(' '.join(ids).encode()).hexdigest()[:12]}.toml"
+    if not path.exists():
+        atomic_write_text(path, grid_to_toml(grid))
+    return path
+
+
+def expected_cells(folder: Path) -> dict[str, Cell]:
+    """Every cell of every grid that was run into ``folder``, by id."""
+    cells = {}
+    for p in sorted((Path(folder) / "grids").glob("*.toml")):
+        for c in load_grid(p).cells():
+            cells[c.id] = c
+    return cells

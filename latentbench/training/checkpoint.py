@@ -13,6 +13,8 @@ import torch
 
 from latentbench.atomic import atomic_torch_save
 from latentbench.errors import UserError
+from latentbench.model import build_model
+from latentbench.spec import Cell
 
 CHECKPOINT_SCHEMA = 1
 
@@ -41,9 +43,6 @@ def save_checkpoint(path: str | Path, model, cell, image_shape, *, optimizer=Non
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", expect_cell=None):
     """Rebuild (model, remedy, payload) from a checkpoint file."""
-    from latentbench.spec import Cell
-    from latentbench.train import build_model
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,30 +19,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from latentbench.checkpoint import load_checkpoint, save_checkpoint
 from latentbench.data import Data, load_data
 from latentbench.device import autocast
+from latentbench.early_stop import EarlyStopping
 from latentbench.errors import UserError
-from latentbench.latent import LatentShape
-from latentbench.model import VAE
-from latentbench.nets import build_nets
-from latentbench.nets.likelihood import make_likelihood
-from latentbench.remedies import Remedy, create_remedy
+from latentbench.model import VAE, build_model
+from latentbench.remedies import Remedy
 from latentbench.spec import Cell
-from latentbench.state import snapshot
+from latentbench.training.checkpoint import load_checkpoint, save_checkpoint
+from latentbench.training.expost import fit_expost
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def build_model(cell: Cell, image_shape: tuple[int, int, int]) -> tuple[VAE, Remedy]:
-    """Nets from the registry, the remedy's prior, the likelihood: an untrained VAE for ``cell``."""
-    latent = LatentShape.parse(cell.latent)
-    remedy = create_remedy(cell.remedy, **cell.remedy_params)
-    encoder, decoder = build_nets(cell.arch, image_shape, latent, **cell.net)
-    prior = remedy.build_prior(latent, image_shape)
-    return VAE(encoder, decoder, prior, make_likelihood(cell.likelihood, cell.sigma), latent), remedy
 
 
 def split_validation(x: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +60,7 @@ def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> dict[str, f
     """Held-out means of rec, kl and elbo (one z per image), in nats, under the generative prior."""
     was_training = model.training
     model.eval()
-    dev = next(model.parameters()).device
+    dev = model.device
     rec = torch.zeros((), device=dev, dtype=torch.float64)
     kl = torch.zeros((), device=dev, dtype=torch.float64)
     for i in range(0, len(x), batch_size):
@@ -119,17 +109,19 @@ def fit(
     fit_x, val_x = fit_x.to(device), val_x.to(device)
     opt = make_optimizer(model, cell.lr)
     result = TrainResult()
-    start_epoch, best, bad_epochs = 0, None, 0
+    start_epoch = 0
+    # early stopping watches -ELBO on the validation images (lower is better)
+    stopper = EarlyStopping(cell.early_stop, model)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         result.history = list(state.get("history", []))
         start_epoch = int(state["epoch"])
         best = state.get("best_elbo")
-        bad_epochs = int(state.get("bad_epochs", 0))
+        stopper = EarlyStopping(cell.early_stop, model, best=None if best is None else -best,
+                                bad=int(state.get("bad_epochs", 0)))
     loss_fn = torch.compile(model.loss) if compile else model.loss
     n, bs = len(fit_x), min(cell.batch_size, len(fit_x))
     steps = max(1, n // bs)  # drop the ragged last batch: constant shapes suit compile and speed
-    best_state = None
     t0 = time.perf_counter()
     bar = tqdm(range(start_epoch, cell.epochs), desc=f"train {cell.remedy} z={cell.latent}",
                disable=quiet, leave=False, unit="ep", initial=start_epoch, total=cell.epochs)
@@ -155,62 +147,24 @@ def fit(
         stats = {"epoch": epoch + 1, "loss": train_loss, **{f"val_{k}": v for k, v in evaluate(model, val_x).items()}}
         result.history.append(stats)
         bar.set_postfix(loss=f"{train_loss:.2f}", val_elbo=f"{stats['val_elbo']:.2f}")
-        if cell.early_stop:
-            if best is None or stats["val_elbo"] > best:
-                best, bad_epochs = stats["val_elbo"], 0
-                best_state = snapshot(model, best_state)
-            else:
-                bad_epochs += 1
-                if bad_epochs >= cell.early_stop:
-                    result.stopped_early = True
-                    result.epochs_run = epoch + 1
-                    break
+        if cell.early_stop and stopper.step(-stats["val_elbo"]):
+            result.stopped_early = True
+            result.epochs_run = epoch + 1
+            break
         result.epochs_run = epoch + 1
         if (checkpoint is not None and image_shape is not None and checkpoint_every
                 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < cell.epochs):
             save_checkpoint(checkpoint, model, cell, image_shape, optimizer=opt, epoch=epoch + 1,
-                            history=result.history, extra={"best_elbo": best, "bad_epochs": bad_epochs})
+                            history=result.history, extra={"best_elbo": None if math.isinf(stopper.best) else -stopper.best,
+                                   "bad_epochs": stopper.bad})
         if on_epoch is not None:
             on_epoch(epoch + 1, stats)
     bar.close()
-    if best_state is not None and result.stopped_early:
-        model.load_state_dict(best_state)
+    if result.stopped_early:
+        stopper.restore()
     result.train_s = time.perf_counter() - t0
     result.optimizer = opt
     return result
-
-
-@torch.no_grad()
-def encode_codes(model: VAE, x: torch.Tensor, mode: str = "mean", generator: torch.Generator | None = None,
-                 batch_size: int = 1024) -> torch.Tensor:
-    """Aggregate-posterior codes of ``x``: posterior means (``mean``) or one z ~ q(z|x) (``sample``)."""
-    if mode not in ("mean", "sample"):
-        raise UserError(f"codes must be 'mean' or 'sample', got {mode!r}")
-    model.eval()
-    dev = next(model.parameters()).device
-    out = []
-    for i in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[i : i + batch_size].to(dev))
-        out.append(mu if mode == "mean" else model.reparameterize(mu, logvar, generator))
-    return torch.cat(out).float()
-
-
-def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, quiet: bool = True) -> float:
-    """Fit the remedy's ex-post prior on the training codes, if it has one; returns seconds spent."""
-    prior = remedy.build_expost(model.latent)
-    if prior is None:
-        return 0.0
-    t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(seed + 17)
-    # At most ~1 GiB of float32 codes (4096 at D = 65536); a seeded subset beyond that.
-    n_codes = min(len(train_x), max(1000, (1 << 30) // (4 * model.latent.dim)))
-    if n_codes < len(train_x):
-        train_x = train_x[torch.randperm(len(train_x), generator=g)[:n_codes].to(train_x.device)]
-    codes = encode_codes(model, train_x, remedy.expost_codes, g)
-    prior.to(codes.device)
-    prior.fit(codes, generator=g, quiet=quiet)
-    model.set_expost(prior)
-    return time.perf_counter() - t0
 
 
 def train_cell(

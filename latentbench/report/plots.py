@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from latentbench.metrics_info import METRIC_INFO  # noqa: E402
+from latentbench.registry import METRICS  # noqa: E402
 
 PLOT_METRICS = ("fid_prior", "fid_post", "fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw", "kl",
                 "mmd_latent")
@@ -29,9 +29,8 @@ def metric_vs_latent(df: pd.DataFrame, metric: str, path: Path) -> Path:
         ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, label=remedy)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("latent dimension D")
-    info = METRIC_INFO.get(metric)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} ({'lower' if info is None or info.lower_is_better else 'higher'} is better)")
+    ax.set_title(f"{metric} ({METRICS.get(metric).direction})" if metric in METRICS else metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -24,7 +24,7 @@ def git_hash() -> str | None:
     """The last commit that changed the latentbench package in use (commits touching only tests or
     docs cannot change a number), if it is a checkout; ``-dirty`` when the package has uncommitted
     changes (the numbers then come from code no commit holds)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the package folder
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%H", "--", "."], cwd=here, capture_output=True,
                              text=True, timeout=5)
