@@ -9,6 +9,7 @@ metric asks first or on what ran earlier in the process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,8 +27,10 @@ _PAIRS = {"prior": ("prior", "data"), "post": ("post", "data"), "prior_post": ("
 class ScoreContext:
     """What the metrics of one cell read: the model, its data, the cell, and the shared stages."""
 
-    def __init__(self, model, data, cell, device: torch.device, *, quiet: bool = True) -> None:
+    def __init__(self, model, data, cell, device: torch.device, *, quiet: bool = True,
+                 on_stage: Callable[[str], None] | None = None) -> None:
         self.model, self.data, self.cell, self.device, self.quiet = model, data, cell, device, quiet
+        self.on_stage = on_stage  # told each stage's name as it starts (the grid's progress bar)
         self.timing: dict[str, float] = {}
         self._cache: dict[Any, Any] = {}
         self.generator = torch.Generator().manual_seed(cell.seed + 1234)
@@ -43,6 +46,8 @@ class ScoreContext:
 
     def _stage(self, key: Any, timing_key: str, compute) -> Any:
         if key not in self._cache:
+            if self.on_stage is not None:
+                self.on_stage(timing_key.removesuffix("_s"))
             t = time.perf_counter()
             self._cache[key] = compute()
             self.timing[timing_key] = self.timing.get(timing_key, 0.0) + time.perf_counter() - t
@@ -115,12 +120,14 @@ class ScoreContext:
         return self._stage("likelihood", "likelihood_s", compute)
 
 
-def score_model(model, data, cell, device: torch.device, *, quiet: bool = True) -> tuple[dict, dict, dict]:
+def score_model(model, data, cell, device: torch.device, *, quiet: bool = True,
+                on_stage: Callable[[str], None] | None = None) -> tuple[dict, dict, dict]:
     """Every registered metric for one trained model. Returns (metrics, notes, timing in seconds).
 
     A metric that returns None does not apply to this cell and is left out of the record.
+    ``on_stage(name)`` is called as each expensive stage starts (``sample``, ``fidelity``, ...).
     """
-    ctx = ScoreContext(model, data, cell, device, quiet=quiet)
+    ctx = ScoreContext(model, data, cell, device, quiet=quiet, on_stage=on_stage)
     metrics: dict[str, float] = {}
     for name in METRICS.names():
         value = METRICS.get(name)(ctx)
