@@ -1,99 +1,216 @@
-"""Cell locks: one lock file per cell, so that several processes (or hosts) on one output folder never
-compute the same cell."""
+"""Cell leases: one lock file per cell, so that processes on one output folder (other hosts on a shared
+file system, containers, PID namespaces included) never compute the same cell.
+
+A lease does not trust PIDs or host names (a restarted container is PID 1 again; two namespaces share a
+host name). The lock holds a random owner token; while the cell runs, a heartbeat thread refreshes the
+file's modification time every ``lease_s / 4`` seconds. A lock whose heartbeat is older than
+``lease_s`` belongs to a dead run and is taken over. Ages are measured on the file system's own clock
+(the mtime of a file this process has just written there, against the lock's mtime), so hosts whose
+clocks disagree still agree on a lease. Take-over and release check the token: nobody removes a lock
+that is not theirs, and an owner whose lease was taken over (it stalled past ``lease_s``) learns so
+from :meth:`CellLock.owned` and does not write its result.
+
+``LATENTBENCH_LEASE_S`` sets the lease (default 120 s): a dead run's cell is free again within it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 
-STALE_LOCK_S = 24 * 3600
+from latentbench.atomic import write_error
+from latentbench.errors import UserError
+
+DEFAULT_LEASE_S = 120.0
+
+
+def lease_seconds() -> float:
+    """The lease bound: ``$LATENTBENCH_LEASE_S`` or 120 s."""
+    text = os.environ.get("LATENTBENCH_LEASE_S")
+    if not text:
+        return DEFAULT_LEASE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UserError(f"bad LATENTBENCH_LEASE_S={text!r}: give seconds > 0, e.g. 120")
+    return value
 
 
 class CellLock:
-    """An atomic lock file per cell.
+    """A lease on one cell: ``acquire()`` claims it (and starts the heartbeat), ``release()`` gives it up.
 
-    The lock appears with its content in one step (a temp file hard-linked into place), so a reader
-    never sees it half-written. A stale lock (its process gone on this host, or older than a day, or
-    unreadable for over a minute) is taken over by renaming it aside, and only if the renamed file is
-    still the one judged stale; otherwise it is put back and the cell is left to its owner.
+    The lock file appears with its content in one step (a temp file hard-linked into place), so a
+    reader never sees it half-written; a failed creation (disk full) leaves no temp file behind.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, lease_s: float | None = None) -> None:
+        self.path = Path(path)
+        self.lease_s = float(lease_s) if lease_s is not None else lease_seconds()
+        self.token = uuid.uuid4().hex
         self.held = False
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
-    def _read(self) -> tuple[bytes, dict | None]:
+    # -- reading -------------------------------------------------------------------------------
+    def _read(self, path: Path | None = None) -> tuple[bytes, float] | None:
+        """The lock's bytes and mtime, or None if it is not there."""
+        path = path or self.path
         try:
-            raw = self.path.read_bytes()
-        except OSError:
-            return b"", None
+            with open(path, "rb") as f:
+                return f.read(), os.fstat(f.fileno()).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def _token_of(self, raw: bytes) -> str | None:
         try:
-            return raw, json.loads(raw)
+            info = json.loads(raw)
         except ValueError:
-            return raw, None
+            return None
+        return info.get("token") if isinstance(info, dict) else None
 
-    def _stale(self, info: dict | None) -> bool:
-        if info is None:  # unreadable: only a crashed writer or a foreign file leaves that
-            try:
-                return time.time() - self.path.stat().st_mtime > 60
-            except OSError:
-                return False
-        if time.time() - float(info.get("time", 0)) > STALE_LOCK_S:
-            return True
-        if info.get("host") == socket.gethostname():
-            try:
-                os.kill(int(info["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except (PermissionError, KeyError, ValueError):
-                return False
-        return False
-
-    def _create(self) -> bool:
-        body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode()
-        tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
-        tmp.write_bytes(body)
-        try:
-            os.link(tmp, self.path)  # fails if the lock exists: create-with-content in one step
-            return True
-        except FileExistsError:
+    def owned(self) -> bool:
+        """Whether the lock file on disk is still this lease's (False once another run took it over)."""
+        if not self.held:
             return False
-        finally:
-            tmp.unlink(missing_ok=True)
+        got = self._read()
+        return got is not None and self._token_of(got[0]) == self.token
 
-    def _take_over(self, judged: bytes) -> None:
-        aside = self.path.with_name(f".stale-{self.path.name}.{os.getpid()}")
+    # -- claiming ------------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "created": time.time(), "lease_s": self.lease_s}).encode()
+
+    def _try_create(self) -> tuple[bool, float]:
+        """Link a fresh lock into place; returns (created, the file system's clock now)."""
+        tmp = self.path.with_name(f".tmp-{self.path.name}.{self.token}")
+        try:
+            with open(tmp, "xb") as f:
+                f.write(self._body())
+                f.flush()
+                os.fsync(f.fileno())
+                fs_now = os.fstat(f.fileno()).st_mtime
+            try:
+                os.link(tmp, self.path)  # fails if the lock exists: create-with-content in one step
+                return True, fs_now
+            except FileExistsError:
+                return False, fs_now
+        except OSError as exc:  # no space for the lock, a read-only folder, ...
+            raise write_error(self.path, exc) from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def _take_over(self, judged: tuple[bytes, float]) -> None:
+        """Move the stale lock aside; if what moved is no longer what was judged (its owner refreshed
+        it, or another run replaced it meanwhile), put it back."""
+        aside = self.path.with_name(f".stale-{self.path.name}.{self.token}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return  # someone else removed it; try to create ours
-        if aside.read_bytes() == judged:
-            aside.unlink(missing_ok=True)
-        else:  # we moved a fresh lock of another process: give it back
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
-                pass
+        try:
+            if self._read(aside) != judged:
+                try:
+                    os.link(aside, self.path)
+                except FileExistsError:
+                    pass
+        finally:
             aside.unlink(missing_ok=True)
 
     def acquire(self) -> bool:
-        for _ in range(2):
-            if self._create():
+        """Claim the cell: True if this lease now holds it, False if a live lease of another run does."""
+        for _ in range(3):
+            created, fs_now = self._try_create()
+            if created:
                 self.held = True
+                self._start_heartbeat()
                 return True
-            raw, info = self._read()
-            if not self._stale(info):
+            got = self._read()
+            if got is None:
+                continue  # released between our attempt and the read: try again
+            if fs_now - got[1] <= self.lease_s:
                 return False
-            self._take_over(raw)
+            self._take_over(got)
         return False
 
-    def release(self) -> None:
-        if self.held:
+    def stale(self) -> bool:
+        """Whether the lock on disk (if any) has a heartbeat older than the lease."""
+        got = self._read()
+        if got is None:
+            return True
+        try:
+            return self._fs_now() - got[1] > self.lease_s
+        except OSError:
+            return False
+
+    def _fs_now(self) -> float:
+        """The file system's clock: the mtime of a file created there just now."""
+        probe = self.path.with_name(f".tmp-{self.path.name}.{self.token}")
+        try:
+            with open(probe, "xb") as f:
+                return os.fstat(f.fileno()).st_mtime
+        finally:
+            probe.unlink(missing_ok=True)
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"lease {self.path.name}", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            got = self._read()
+            if got is None or self._token_of(got[0]) != self.token:
+                continue  # moved aside by a judge for a moment, or taken over: owned() tells
             try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.held = False
+                os.utime(self.path)
+            except OSError:
+                pass  # a transient failure: the next beat tries again
+
+    def refresh(self) -> None:
+        """Refresh the heartbeat now (the thread does this on its own)."""
+        if self.owned():
+            os.utime(self.path)
+
+    # -- release -------------------------------------------------------------------------------
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock if (and only if) it is still this lease's."""
+        if not self.held:
+            return
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        self.held = False
+        aside = self.path.with_name(f".release-{self.path.name}.{self.token}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            got = self._read(aside)
+            if got is not None and self._token_of(got[0]) != self.token:
+                try:  # another run's lease: put it back untouched
+                    os.link(aside, self.path)
+                except FileExistsError:
+                    pass
+        finally:
+            aside.unlink(missing_ok=True)
+
+    def __enter__(self) -> CellLock:
+        if not self.acquire():
+            raise RuntimeError(f"{self.path} is held by another run")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,8 +1,11 @@
 """Records: one JSON file per grid cell, the only thing leaderboards read.
 
 ``{"schema": 1, "status": "ok"|"failed", "error": null|str, "cell": {...}, "metrics": {...},
-"notes": {...}, "timing": {...}, "provenance": {...}}``. Written atomically; a newer schema than this
-latentbench knows is refused with one line naming the version.
+"notes": {...}, "timing": {...}, "provenance": {...}, "origin": "run"|"score"}``. Written atomically;
+a newer schema than this latentbench knows is refused with one line naming the version (by ``run`` as
+by ``leaderboard``: it is never recomputed over); a record without a valid cell, status or metrics is
+corrupt, never "finished". ``origin`` says which command wrote it: only ``run`` records count as a
+grid's cells (records before the field are told apart by their ``provenance.command``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,18 @@ from typing import Any
 
 from latentbench.atomic import atomic_write_text
 from latentbench.errors import UserError
+from latentbench.spec import Cell
 
 RECORD_SCHEMA = 1
+STATUSES = ("ok", "failed")
+
+
+class NewerRecordError(UserError):
+    """A record written by a newer latentbench: refused everywhere, never overwritten."""
+
+
+class CorruptRecordError(UserError):
+    """A file where a record should be that is not a valid record."""
 
 
 def git_hash() -> str | None:
@@ -56,7 +69,8 @@ def provenance(device, command: str, started_at: float) -> dict[str, Any]:
 
 def make_record(cell, *, status: str, metrics: dict | None = None, notes: dict | None = None,
                 timing: dict | None = None, error: str | None = None, prov: dict | None = None,
-                extras: dict | None = None) -> dict[str, Any]:
+                extras: dict | None = None, origin: str = "run") -> dict[str, Any]:
+    """A record for ``cell``; ``origin`` is the command writing it (``run`` or ``score``)."""
     return {
         "schema": RECORD_SCHEMA,
         "id": cell.id,
@@ -67,6 +81,7 @@ def make_record(cell, *, status: str, metrics: dict | None = None, notes: dict |
         "notes": notes or {},
         "timing": timing or {},
         "provenance": prov or {},
+        "origin": origin,
         **({"extras": extras} if extras else {}),
     }
 
@@ -75,13 +90,39 @@ def write_record(path: str | Path, record: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, allow_nan=True) + "\n")
 
 
+def record_origin(record: dict[str, Any]) -> str:
+    """``run`` or ``score``: the command that wrote the record (inferred for records before the field)."""
+    if record.get("origin") in ("run", "score"):
+        return record["origin"]
+    words = str((record.get("provenance") or {}).get("command") or "").split()
+    return "score" if len(words) > 1 and words[1] == "score" else "run"
+
+
+def _corrupt(path: Path, why: str) -> CorruptRecordError:
+    return CorruptRecordError(f"{path}: corrupt record ({why}); fix or delete it, or pass --skip-bad")
+
+
 def upgrade(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Read records of older schemas (none so far below 1); refuse newer ones."""
+    """Read records of older schemas (none so far below 1); refuse newer ones; reject corrupt ones."""
     schema = record.get("schema")
-    if not isinstance(schema, int):
-        raise UserError(f"{path}: not a latentbench record (no schema field)")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise _corrupt(path, "no schema field: not a latentbench record")
     if schema > RECORD_SCHEMA:
-        raise UserError(f"{path}: record schema {schema} is newer than this latentbench reads ({RECORD_SCHEMA}); upgrade latentbench")
+        raise NewerRecordError(f"{path}: record schema {schema} is newer than this latentbench reads "
+                               f"({RECORD_SCHEMA}); upgrade latentbench")
+    if record.get("status") not in STATUSES:
+        raise _corrupt(path, f"status must be one of {', '.join(STATUSES)}, got {record.get('status')!r}")
+    if not isinstance(record.get("cell"), dict):
+        raise _corrupt(path, "no cell")
+    for key in ("metrics", "notes", "timing", "provenance"):
+        if not isinstance(record.get(key, {}), dict):
+            raise _corrupt(path, f"{key!r} is not a table")
+    try:
+        cell = Cell.from_dict(record["cell"])
+    except (TypeError, ValueError, UserError) as exc:
+        raise _corrupt(path, f"bad cell: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if record.get("id", cell.id) != cell.id:
+        raise _corrupt(path, f"its id {record.get('id')!r} is not its cell's ({cell.id})")
     return record
 
 
