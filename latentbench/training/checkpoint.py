@@ -49,9 +49,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", expect
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise UserError(f"{path}: not a readable latentbench checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or "schema" not in payload:
-        raise UserError(f"{path}: not a latentbench checkpoint (no schema field)")
+        why = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"{path}: not a readable latentbench checkpoint, corrupt or truncated "
+                        f"({type(exc).__name__}: {why}); delete it to retrain that cell") from None
+    if not isinstance(payload, dict) or "schema" not in payload or "cell" not in payload:
+        raise UserError(f"{path}: not a latentbench checkpoint (no schema or cell); delete it or point at "
+                        "another file")
     if payload["schema"] > CHECKPOINT_SCHEMA:
         raise UserError(
             f"{path}: checkpoint schema {payload['schema']} is newer than this latentbench reads "
