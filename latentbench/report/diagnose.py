@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from latentbench.atomic import atomic_write_text  # noqa: E402
+from latentbench.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 from latentbench.report.plots import _grid_image  # noqa: E402
 from latentbench.score.geometry import latent_metrics  # noqa: E402
 from latentbench.score.sampling import draw_latents, sample_snapshot  # noqa: E402
@@ -41,7 +41,7 @@ def _spectrum(mu: torch.Tensor, logvar: torch.Tensor, path: Path) -> dict[str, f
     ax.set_xlabel("latent dimension (sorted by KL)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return {"top_dim_kl": float(kl[order[0]]), "dims_over_0.1_nats": int((kl > 0.1).sum())}
 
@@ -74,7 +74,7 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path) ->
     ax.set_title("prior density contours over posterior samples", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return how
 
@@ -102,7 +102,7 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device, n: in
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "grids.png", dpi=110)
+    atomic_savefig(fig, out / "grids.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     bins = np.linspace(min(snap["norm_prior"].min(), snap["norm_post"].min()),
@@ -112,7 +112,7 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device, n: in
     ax.set_xlabel("||z|| / sqrt(D)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "norms.png", dpi=110)
+    atomic_savefig(fig, out / "norms.png", dpi=110)
     plt.close(fig)
     how = _contours(prior, lat["z_prior"], lat["z_post"], out / "contours.png")
     n_post = len(lat["mu"])
