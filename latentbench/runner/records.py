@@ -165,3 +165,31 @@ def read_records(folders: list[str | Path], skip_bad: bool = False) -> list[dict
             rec["_path"] = str(f)
             out.append(rec)
     return out
+
+
+def rescore_path(checkpoint: Path, cell: Cell, complete: bool, epoch: int | None) -> Path:
+    """Where ``latentbench score`` writes by default: ``RUN/rescored/<cell-id>.json`` for a checkpoint in
+    ``RUN/records`` (else a ``rescored`` folder beside it), outside the records a run counts and a
+    leaderboard reads; the cell id carries the scoring settings, and an unfinished checkpoint's record
+    names its epoch."""
+    checkpoint = Path(checkpoint)
+    base = checkpoint.parent.parent if checkpoint.parent.name == "records" else checkpoint.parent
+    return base / "rescored" / (f"{cell.id}.json" if complete else f"{cell.id}.epoch{epoch}.json")
+
+
+def refuse_overwrite(path: Path) -> None:
+    """A re-score never replaces a record written by ``run`` (nor one of a newer schema)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give the record's file path, e.g. {path}/rescored.json")
+    if not path.is_file():
+        return
+    try:
+        rec = read_record(path)
+    except NewerRecordError:
+        raise
+    except UserError:
+        return  # a corrupt file may be replaced
+    if record_origin(rec) == "run":
+        raise UserError(f"{path} is the record `latentbench run` wrote for its cell; a re-score never replaces "
+                        "it: leave out --out (it goes to RUN/rescored/) or give another path")
