@@ -135,27 +135,31 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from latentbench.report.leaderboard import render
-    from latentbench.report.tables import merge_groups, records_frame
+    from latentbench.report.compare import merge_groups
+    from latentbench.report.leaderboard import check_output_file, check_output_folder, render_board
+    from latentbench.report.tables import records_frame
     from latentbench.runner.records import read_records
 
+    out = check_output_file(args.out) if args.out else None  # before any work: nothing written on error
+    plots = check_output_folder(args.plots) if args.plots else None
     groups = {d: read_records([d], skip_bad=args.skip_bad) for d in args.dirs}
     records = merge_groups(groups, allow_mismatch=args.allow_mismatch)
     df = records_frame(records)
     if df.empty:
         raise UserError("these folders hold no successful records")
-    paths = []
-    if args.plots:
-        from latentbench.report.plots import make_plots
+    try:
+        text, paths = render_board(records, df, args.metric, args.format, plots_dir=plots)
+        if out:
+            from latentbench.atomic import atomic_write_text
 
-        paths = make_plots(records, df, Path(args.plots))
-        print(f"wrote {len(paths)} plots to {args.plots}", file=sys.stderr)
-    text = render(df, args.metric, args.format, plots=paths)
-    if args.out:
-        from latentbench.atomic import atomic_write_text
-
-        atomic_write_text(args.out, text)
-        print(f"wrote {args.out}", file=sys.stderr)
+            atomic_write_text(out, text)
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or out or plots}: {exc.strerror or exc}; "
+                        "choose a writable --out / --plots path") from None
+    if paths:
+        print(f"wrote {len(paths)} plots to {plots}", file=sys.stderr)
+    if out:
+        print(f"wrote {out}", file=sys.stderr)
     else:
         print(text, end="")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from latentbench.report.tables import GAP_METRICS, header, summary, table
+from latentbench.report.tables import GAP_METRICS, footnotes, header, summary, table
 
 _SCRIPT = """
 document.querySelectorAll('table.lb').forEach(function (t) {
@@ -35,9 +35,10 @@ th[data-dir=asc]::after{content:' \\25B2'}th[data-dir=desc]::after{content:' \\2
 code{background:#f6f6f6}img{max-width:100%}"""
 
 
-def _table_html(df: pd.DataFrame, metric: str, table_id: str) -> str:
+def _table_html(df: pd.DataFrame, metric: str, table_id: str, holes: dict | None = None) -> str:
     mean, _, _ = summary(df, metric)
-    shown = table(df, metric, mark_best=True)
+    shown = table(df, metric, mark_best=True, holes=holes)
+    mean = mean.reindex(shown.index)
     head = "<th>remedy</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     rows = []
     for rem in shown.index:
@@ -53,16 +54,23 @@ def _table_html(df: pd.DataFrame, metric: str, table_id: str) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
-def render_html(df: pd.DataFrame, metric: str, plots: list[Path] | None = None, title: str = "latentbench leaderboard") -> str:
+def _inline(text: str) -> str:
+    """Escaped text with markdown's `code` spans as <code>."""
     import re
 
-    head = html.escape(header(df, metric)).replace("\n\n", "</p><p>").replace("**", "")
-    head = re.sub(r"`([^`]*)`", r"<code>\1</code>", head)
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text).replace("**", ""))
+
+
+def render_html(df: pd.DataFrame, metric: str, plots: list[Path] | None = None, title: str = "latentbench leaderboard",
+                holes: dict | None = None) -> str:
+    """The page: header, the ranked table, its † footnotes, the gap tables and the plots (embedded)."""
+    head = _inline(header(df, metric)).replace("\n\n", "</p><p>")
     parts = [f"<h1>{html.escape(title)}</h1>", "<p>" + head + "</p>",
-             _table_html(df, metric, "main")]
+             _table_html(df, metric, "main", holes)]
+    parts += [f'<p class="note">{_inline(note)}</p>' for note in footnotes(df)]
     for m in GAP_METRICS:
         if m in df.columns and m != metric:
-            parts += [f"<h3>{html.escape(m)}</h3>", _table_html(df, m, f"gap-{m}")]
+            parts += [f"<h3>{html.escape(m)}</h3>", _table_html(df, m, f"gap-{m}", holes)]
     for p in plots or []:
         data = base64.b64encode(Path(p).read_bytes()).decode()
         parts.append(f'<h3>{html.escape(Path(p).stem)}</h3><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,{data}">')

@@ -6,6 +6,7 @@ files the runner writes beside each record.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from latentbench.atomic import atomic_write_bytes  # noqa: E402
 from latentbench.registry import METRICS  # noqa: E402
 
 PLOT_METRICS = ("fid_prior", "fid_post", "fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw", "kl",
@@ -34,9 +36,7 @@ def metric_vs_latent(df: pd.DataFrame, metric: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _grid_image(images: np.ndarray, ncol: int = 8) -> np.ndarray:
@@ -51,28 +51,37 @@ def _grid_image(images: np.ndarray, ncol: int = 8) -> np.ndarray:
 
 def _load_snapshots(records: list[dict]) -> dict[tuple[str, str], dict]:
     out = {}
-    first_seed = min((r["cell"]["seed"] for r in records), default=0)
+    first_seed = min((r["cell"]["seed"] for r in records if r.get("status") == "ok"), default=0)
     for r in records:
         if r.get("status") != "ok" or r["cell"]["seed"] != first_seed:
             continue
-        p = Path(r["_path"]).with_suffix(".samples.npz")
+        p = Path(r.get("_path", "")).with_suffix(".samples.npz")
         if p.is_file():
             with np.load(p) as z:
-                out[(r["cell"]["remedy"], r["cell"]["latent"])] = {k: z[k] for k in z.files}
+                out[(r.get("_row", r["cell"]["remedy"]), r["cell"]["latent"])] = {k: z[k] for k in z.files}
     return out
 
 
+def _latents_shown(lats: list[str], most: int = 6) -> list[str]:
+    """Every latent size when there are few; else the smallest, the middle ones evenly and the largest."""
+    if len(lats) <= most:
+        return lats
+    idx = np.linspace(0, len(lats) - 1, most).round().astype(int)
+    return [lats[i] for i in sorted(set(idx))]
+
+
 def sample_grids(records: list[dict], df: pd.DataFrame, path: Path) -> Path | None:
-    """Prior and posterior-mixture samples per remedy at the smallest and largest latent size."""
+    """Prior and posterior-mixture samples per remedy (rows) at each latent size (column pairs), as
+    square 4 x 4 tiles packed edge to edge."""
     snaps = _load_snapshots(records)
     if not snaps:
         return None
-    dims = df.drop_duplicates("latent").set_index("latent")["latent_dim"].sort_values()
-    latents = [dims.index[0], dims.index[-1]] if len(dims) > 1 else [dims.index[0]]
-    remedies = sorted(df["remedy"].unique())
+    latents = _latents_shown(_order({k[1] for k in snaps}))
+    remedies = sorted({k[0] for k in snaps})
     cols = [(lat, kind) for lat in latents for kind in ("prior", "post")]
-    fig, axes = plt.subplots(len(remedies), len(cols), figsize=(2.2 * len(cols), 1.5 * len(remedies) + 0.6),
-                             squeeze=False)
+    tile = 1.25
+    fig, axes = plt.subplots(len(remedies), len(cols), squeeze=False,
+                             figsize=(tile * len(cols) + 0.9, tile * len(remedies) + 0.5))
     for i, rem in enumerate(remedies):
         for j, (lat, kind) in enumerate(cols):
             ax = axes[i][j]
@@ -80,38 +89,69 @@ def sample_grids(records: list[dict], df: pd.DataFrame, path: Path) -> Path | No
             ax.set_yticks([])
             snap = snaps.get((rem, lat))
             if snap is not None:
-                ax.imshow(_grid_image(snap[f"{kind}_images"][:16]), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(_grid_image(snap[f"{kind}_images"][:16], ncol=4), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.set_facecolor("#eee")
             if i == 0:
-                ax.set_title(f"z={lat}\n{'z ~ p(z)' if kind == 'prior' else 'z ~ q(z|x)'}", fontsize=8)
+                ax.set_title(f"z={lat}\n{'p(z)' if kind == 'prior' else 'q(z|x)'}", fontsize=7)
             if j == 0:
                 ax.set_ylabel(rem, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.subplots_adjust(left=0.9 / (tile * len(cols) + 0.9), right=0.995, bottom=0.01,
+                        top=1 - 0.45 / (tile * len(remedies) + 0.5), wspace=0.04, hspace=0.04)
+    return _save(fig, path)
 
 
-def norm_histograms(records: list[dict], df: pd.DataFrame, path: Path, remedy: str = "vae") -> Path | None:
-    """||z|| / sqrt(D) of prior vs aggregate-posterior samples at each latent size (the soap bubble)."""
+def _order(latents) -> list[str]:
+    from latentbench.latent import LatentShape
+
+    return sorted(latents, key=lambda s: LatentShape.parse(s).sort_key())
+
+
+def norm_histograms(records: list[dict], df: pd.DataFrame, path: Path) -> Path | None:
+    """||z|| / sqrt(D) of prior vs aggregate-posterior samples (the soap bubble): one row per remedy,
+    one column per latent size."""
     snaps = _load_snapshots(records)
-    remedy = remedy if any(k[0] == remedy for k in snaps) else (sorted(k[0] for k in snaps) or [None])[0]
-    lats = sorted({k[1] for k in snaps if k[0] == remedy}, key=lambda s: int(np.prod([int(x) for x in s.split("x")])))
-    if not lats:
+    if not snaps:
         return None
-    fig, axes = plt.subplots(1, len(lats), figsize=(2.6 * len(lats), 2.6), squeeze=False)
-    for ax, lat in zip(axes[0], lats):
-        s = snaps[(remedy, lat)]
-        lo = min(s["norm_prior"].min(), s["norm_post"].min())
-        hi = max(s["norm_prior"].max(), s["norm_post"].max())
-        bins = np.linspace(lo, hi, 40)
-        ax.hist(s["norm_prior"], bins=bins, alpha=0.6, density=True, label="prior p(z)")
-        ax.hist(s["norm_post"], bins=bins, alpha=0.6, density=True, label="aggregate q(z)")
-        ax.set_title(f"{remedy}, z={lat}", fontsize=9)
-        ax.set_xlabel("||z|| / sqrt(D)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    remedies = sorted({k[0] for k in snaps})
+    lats = _latents_shown(_order({k[1] for k in snaps}))
+    fig, axes = plt.subplots(len(remedies), len(lats), figsize=(2.1 * len(lats) + 0.6, 1.5 * len(remedies) + 0.8),
+                             squeeze=False)
+    for i, rem in enumerate(remedies):
+        for j, lat in enumerate(lats):
+            ax = axes[i][j]
+            ax.set_yticks([])
+            s = snaps.get((rem, lat))
+            if s is None:
+                ax.set_xticks([])
+                ax.set_facecolor("#eee")
+            else:
+                lo = min(s["norm_prior"].min(), s["norm_post"].min())
+                hi = max(s["norm_prior"].max(), s["norm_post"].max())
+                bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 40)
+                ax.hist(s["norm_prior"], bins=bins, alpha=0.6, density=True, label="prior p(z)")
+                ax.hist(s["norm_post"], bins=bins, alpha=0.6, density=True, label="aggregate q(z)")
+                ax.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_title(f"z={lat}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(rem, fontsize=8)
+            if i == len(remedies) - 1:
+                ax.set_xlabel("||z|| / sqrt(D)", fontsize=7)
+    handles, labels = next(((a.get_legend_handles_labels()) for a in axes.flat if a.get_legend_handles_labels()[0]),
+                           ([], []))
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.5 * len(remedies) + 0.8)))
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write the figure atomically: a full disk leaves no truncated PNG behind."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

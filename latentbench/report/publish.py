@@ -13,6 +13,7 @@ from pathlib import Path
 
 from latentbench.atomic import atomic_write_text
 from latentbench.errors import UserError
+from latentbench.report.compare import split_settings
 from latentbench.runner.grid import expected_cells
 from latentbench.runner.records import read_records, record_files
 
@@ -29,6 +30,13 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     except ValueError:
         raise UserError(f"bad --name {name!r}: use lowercase letters, digits, '_' and '-'") from None
     records = read_records([run_dir])
+    groups = split_settings(records)
+    if len(groups) > 1:
+        from latentbench.report.compare import setting_differences
+
+        diff = ", ".join(f"{k} {b} vs {a}" for k, b, a in setting_differences(groups[0], groups[1]))
+        raise UserError(f"{run_dir} holds records made with {len(groups)} different settings ({diff}); a board "
+                        "has one: publish a folder that holds one run's grid")
     expected = expected_cells(run_dir)
     by_id = {r["id"]: r for r in records}
     failed = [r for r in records if r.get("status") != "ok"]
@@ -45,6 +53,10 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
         npz = f.with_suffix(".samples.npz")
         if npz.is_file():
             shutil.copy2(npz, out / "records" / npz.name)
+    grids = sorted((Path(run_dir) / "grids").glob("*.toml"))
+    for g in grids:  # the board's own spec: `latentbench leaderboard` suggests it to make runs comparable
+        (out / "grids").mkdir(exist_ok=True)
+        shutil.copy2(g, out / "grids" / g.name)
     ok = [r for r in records if r.get("status") == "ok"]
     for r in ok:
         r["_path"] = str(out / "records" / Path(r["_path"]).name)
@@ -61,7 +73,6 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     df[metric_cols].sort_values(["remedy", "latent_dim", "seed"]).to_csv(out / "results.csv", index=False)
     tables = render(df, metric, "markdown", holes=holes)
     run_cmds = sorted({r.get("provenance", {}).get("command", "") for r in ok} - {""})
-    grids = sorted((Path(run_dir) / "grids").glob("*.toml"))
     lines = [f"# latentbench leaderboard: {name}", "",
              "Regenerate the records (same machine, same numbers):", "", "```bash",
              *run_cmds, "```", "",

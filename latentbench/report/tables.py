@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pandas as pd
@@ -15,71 +16,30 @@ import pandas as pd
 from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 from latentbench.registry import METRICS, Metric
+from latentbench.report.compare import merge_groups
 
 GAP_METRICS = ("fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw")
 DEFAULT_METRIC = "fid_prior"
 
 
-# Cell fields that must agree for rows to be compared (everything but the remedy, its parameters,
-# and the latent size and seed, which are compared as sets), and the scoring notes that must agree.
-CELL_FIELDS_EXEMPT = ("remedy", "remedy_params", "latent", "seed")
-NOTE_FIELDS = ("scorer_version", "feature_key", "n_prior", "n_post", "n_data", "iw_k")
-
-
-def fingerprint(records: list[dict[str, Any]]) -> dict[str, str]:
-    """What a group of records must share with another group to be ranked with it."""
-    values: dict[str, set[str]] = {}
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        for k, v in r["cell"].items():
-            if k not in CELL_FIELDS_EXEMPT:
-                values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
-        for k in NOTE_FIELDS:
-            values.setdefault(k, set()).add(json.dumps(r.get("notes", {}).get(k), sort_keys=True))
-        values.setdefault("latent sizes", set()).add(r["cell"]["latent"])
-        values.setdefault("seeds", set()).add(str(r["cell"]["seed"]))
-    return {k: ", ".join(sorted(v)) for k, v in values.items()}
-
-
-def differences(ref: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[str]:
-    """One line per field on which two groups of records differ."""
-    a, b = fingerprint(ref), fingerprint(other)
-    return [f"{k}: {b.get(k, '(none)')} vs {a.get(k, '(none)')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def merge_groups(groups: dict[str, list[dict[str, Any]]], allow_mismatch: bool = False) -> list[dict[str, Any]]:
-    """Merge record groups (one per folder) under the fair-comparison guard; the first is the reference.
-
-    A group that differs from the reference in anything but the remedy and its parameters is refused
-    with one line per differing field, or, with ``allow_mismatch``, kept and marked as not comparable.
-    """
-    names = list(groups)
-    ref = groups[names[0]]
-    out, seen = [], set()
-    for name in names:
-        diffs = differences(ref, groups[name]) if name != names[0] else []
-        if diffs and not allow_mismatch:
-            raise UserError(f"cannot rank {name} beside {names[0]}: their cells differ in\n  " + "\n  ".join(diffs)
-                            + "\n(rerun with the same settings, or pass --allow-mismatch to show them marked)")
-        for r in groups[name]:
-            if r.get("id") in seen:
-                continue  # the same cell published twice
-            seen.add(r.get("id"))
-            r["_source"], r["_mismatch"] = name, "; ".join(diffs)
-            out.append(r)
-    return out
-
-
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per ok record: the cell's identity columns plus every metric.
 
-    ``row`` is the table row label: the remedy name, qualified by its source folder when the same
-    remedy comes from several folders, and marked with a dagger when its folder is not comparable.
+    Records that have not been through :func:`~latentbench.report.compare.merge_groups` (one run's
+    folder) are split by their settings first, so two settings never share a row. ``row`` is the table
+    row label: the remedy name, with its parameters when the remedy appears with several, its source
+    folder when it comes from several, the settings that set it apart inside its folder, and a dagger
+    when it is not comparable.
     """
-    sources_per_remedy: dict[str, set[str]] = {}
+    if not any("_source" in r for r in records):
+        records = merge_groups({"": records}, allow_mismatch=True)
+    params: dict[str, set[str]] = {}
+    sources: dict[str, set[str]] = {}
     for r in records:
-        sources_per_remedy.setdefault(r["cell"]["remedy"], set()).add(r.get("_source", ""))
+        if r.get("status") == "ok":
+            rem = r["cell"]["remedy"]
+            params.setdefault(rem, set()).add(json.dumps(r["cell"].get("remedy_params", {}), sort_keys=True))
+            sources.setdefault(rem, set()).add(r.get("_source", ""))
     rows = []
     for r in records:
         if r.get("status") != "ok":
@@ -87,16 +47,21 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         c = r["cell"]
         prov = r.get("provenance", {})
         label = c["remedy"]
-        if len(sources_per_remedy[c["remedy"]]) > 1:
-            label = f"{label} [{r.get('_source')}]"
+        if len(params[c["remedy"]]) > 1:
+            label += " (" + (", ".join(f"{k}={v}" for k, v in sorted(c.get("remedy_params", {}).items())) or "defaults") + ")"
+        if len(sources[c["remedy"]]) > 1:
+            label += f" [{r.get('_source')}]"
+        if r.get("_variant"):
+            label += f" ({r['_variant']})"
         if r.get("_mismatch"):
             label += " †"
+        r["_row"] = label
         rows.append({
             "row": label, "remedy": c["remedy"], "latent": c["latent"],
             "latent_dim": LatentShape.parse(c["latent"]).dim, "seed": c["seed"], "dataset": c["dataset"],
             "arch": c["arch"], "epochs": c["epochs"], "version": prov.get("latentbench"),
             "git": _short(prov.get("git_hash")), "scorer": r.get("notes", {}).get("scorer_version"),
-            "command": prov.get("command", ""), "mismatch": r.get("_mismatch", ""),
+            "command": prov.get("command", ""), "mismatch": r.get("_mismatch", ""), "scope": r.get("_scope", ""),
             **r.get("metrics", {}),
         })
     return pd.DataFrame(rows)
@@ -132,13 +97,21 @@ def summary(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame, 
     return mean, std, count
 
 
+def fmt_number(x: float, decimals: int) -> str:
+    """``x`` with ``decimals`` decimals, rounded half up on its decimal value: 0.6775 -> 0.678 and
+    0.6765 -> 0.677 whatever binary float holds them (a mean over seeds that is 0.6775 on paper may be
+    0.67749999999999999 in binary; it is read to 12 significant digits first). Every table uses it."""
+    d = Decimal(f"{float(x):.12g}").quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return f"{d.copy_abs() if d == 0 else d:.{decimals}f}"
+
+
 def _fmt(m: float, s: float, n: float) -> str:
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "–"
-    digits = 3 if abs(m) < 10 else 1
+    digits = 3 if abs(Decimal(fmt_number(m, 3))) < 10 else 1
     if n and n > 1 and not math.isnan(s):
-        return f"{m:.{digits}f} ± {s:.{digits}f}"
-    return f"{m:.{digits}f}"
+        return f"{fmt_number(m, digits)} ± {fmt_number(s, digits)}"
+    return fmt_number(m, digits)
 
 
 def _rankable(df: pd.DataFrame) -> set[str]:
@@ -202,7 +175,16 @@ def header(df: pd.DataFrame, metric: str) -> str:
     ]
     if commands:
         lines += ["", "made by: " + "; ".join(f"`{c}`" for c in commands)]
+    scopes = sorted(set(df["scope"]) - {""}) if "scope" in df else []
+    if scopes:
+        lines += ["", f"**{scopes[0]}**"]
     return "\n".join(lines)
+
+
+def footnotes(df: pd.DataFrame) -> list[str]:
+    """One line per row that is shown but not ranked, with why."""
+    marked = df[df["mismatch"] != ""].drop_duplicates("row")
+    return [f"† `{r['row']}` is not comparable and not ranked: {r['mismatch']}" for _, r in marked.iterrows()]
 
 
 def _num(x: float) -> float | None:
