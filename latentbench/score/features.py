@@ -5,10 +5,19 @@ and precision/recall are computed in the penultimate layer of a classifier train
 images up to 16x16, a small CNN above. It is seeded, trained once, and cached on disk under a key
 that hashes the training images, the labels and the classifier's own hyperparameters, so a changed
 dataset or setting never reuses stale features. Its held-out accuracy goes into every record.
+
+Unlabeled data (a flat image folder, a ``.npy`` file) gets pseudo-labels instead: k-means clusters
+of the training images in their leading PCA directions, the signal DeepCluster trains a convnet on
+(Caron et al. 2018, "Deep Clustering for Unsupervised Learning of Visual Features", Sec. 3, Eq. 2).
+The classifier then learns features that separate the data's main modes, which is what FID needs to
+see a prior that misses or mixes them; its "accuracy" is the held-out agreement with the clusters.
+The feature key says which: ``<dataset>-<hash>`` for labels, ``<dataset>-kmeans<K>-<hash>`` for
+clusters. Only the data enters the key, never the path it was read from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,11 +30,12 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from latentbench.atomic import atomic_torch_save
-from latentbench.errors import UserError
 
 EXTRACTOR_NAME = "latentbench-domain"
 FEATURES_VERSION = 1
 DEFAULT_HPARAMS = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "width": 128, "seed": 0}
+# Pseudo-labels for unlabeled data: k-means with K clusters on the first ``pca`` principal components.
+PSEUDO = {"method": "kmeans", "k": 10, "pca": 50, "n_init": 3}
 
 
 def cache_dir() -> Path:
@@ -52,28 +62,73 @@ class DomainClassifier(nn.Module):
         return f, self.head(f)
 
 
+def has_labels(data) -> bool:
+    """Whether ``data`` has labels of two classes or more for both splits."""
+    return (data.train_labels is not None and data.test_labels is not None
+            and len(torch.unique(data.train_labels)) >= 2)
+
+
+def _dataset_tag(data) -> str:
+    """The dataset's name without a path: ``npz:/a/b.npz`` -> ``npz``; registered names as they are."""
+    return data.name.split(":", 1)[0]
+
+
 def feature_key(data, hparams: dict[str, Any]) -> str:
-    """Hash of the train split (images and labels), image shape and classifier hyperparameters."""
+    """Hash of the train split (images, and labels or the pseudo-label settings), image shape and
+    classifier hyperparameters. The dataset enters by its content, not by the path it came from."""
+    tag = _dataset_tag(data)
+    meta: dict[str, Any] = {"v": FEATURES_VERSION, "dataset": tag, "shape": list(data.image_shape),
+                            "hparams": hparams}
+    labelled = has_labels(data)
+    if not labelled:
+        meta["pseudo"] = PSEUDO
     h = hashlib.sha256()
-    h.update(json.dumps({"v": FEATURES_VERSION, "dataset": data.name, "shape": list(data.image_shape),
-                         "hparams": hparams}, sort_keys=True).encode())
+    h.update(json.dumps(meta, sort_keys=True).encode())
     h.update(data.train.contiguous().numpy().tobytes())
-    h.update(data.train_labels.contiguous().numpy().tobytes())
-    return f"{data.name}-{h.hexdigest()[:16]}"
+    if labelled:
+        h.update(data.train_labels.contiguous().numpy().tobytes())
+        return f"{tag}-{h.hexdigest()[:16]}"
+    return f"{tag}-{PSEUDO['method']}{PSEUDO['k']}-{h.hexdigest()[:16]}"
+
+
+def pseudo_labels(data, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means cluster indices of the train and test images (DeepCluster, Caron et al. 2018, Eq. 2:
+    min over centroids C and assignments y_n of sum_n ||C y_n - f(x_n)||^2, here with f = PCA)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    xtr = data.train.flatten(1).numpy().astype("float64")
+    xte = data.test.flatten(1).numpy().astype("float64")
+    k = max(2, min(PSEUDO["k"], len(xtr) // 2))
+    dims = max(1, min(PSEUDO["pca"], xtr.shape[1], len(xtr) - 1))
+    pca = PCA(dims, svd_solver="randomized", random_state=seed).fit(xtr)
+    km = KMeans(k, n_init=PSEUDO["n_init"], random_state=seed).fit(pca.transform(xtr))
+    ytr = torch.from_numpy(km.labels_.astype("int64"))
+    yte = torch.from_numpy(km.predict(pca.transform(xte)).astype("int64"))
+    return ytr, yte
 
 
 def ensure_classifier(data, device: torch.device, hparams: dict[str, Any] | None = None,
                       quiet: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Path to the cached classifier for ``data`` (training it first if needed) and its metadata."""
-    if data.train_labels is None:
-        raise UserError(f"dataset {data.name!r} has no labels to train domain features on; use --features inception")
+    """Path to the cached classifier for ``data`` (training it first if needed) and its metadata.
+    Unlabeled data trains it on k-means pseudo-labels (see the module docstring), never refuses."""
     hp = {**DEFAULT_HPARAMS, **(hparams or {})}
     key = feature_key(data, hp)
     path = cache_dir() / f"{key}.pt"
     if path.is_file():
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        return path, {"key": key, "accuracy": payload["accuracy"], "cached": True}
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            return path, {"key": key, "accuracy": float(payload["accuracy"]), "cached": True}
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign cache file is retrained
+            import sys
+
+            why = (str(exc).strip().splitlines() or [""])[0]
+            print(f"latentbench: warning: cached feature classifier {path} is unreadable "
+                  f"({type(exc).__name__}: {why}); retraining it", file=sys.stderr)
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
+        if not has_labels(data):
+            ytr, yte = pseudo_labels(data, hp["seed"])
+            data = dataclasses.replace(data, train_labels=ytr, test_labels=yte)
         return _train_classifier(data, device, hp, key, path, quiet)
 
 

@@ -50,8 +50,9 @@ def inception_weights() -> Path:
 
 
 def compare(a: torch.Tensor, b: torch.Tensor, *, features: str, weights: Path | None, device: torch.device,
-            seed: int) -> dict[str, float]:
-    """FID, KID (mean, std), precision and recall of sample set ``a`` against reference ``b``."""
+            seed: int, fid_only: bool = False) -> dict[str, float]:
+    """FID, KID (mean, std), precision and recall of sample set ``a`` against reference ``b``
+    (FID alone with ``fid_only``)."""
     import torch_fidelity
 
     from latentbench.score.features import EXTRACTOR_NAME, register
@@ -64,10 +65,12 @@ def compare(a: torch.Tensor, b: torch.Tensor, *, features: str, weights: Path | 
     uint8 = features == "inception"
     m = torch_fidelity.calculate_metrics(
         input1=TensorImages(a, uint8), input2=TensorImages(b, uint8),
-        cuda=device.type == "cuda", fid=True, kid=True, prc=True,
+        cuda=device.type == "cuda", fid=True, kid=not fid_only, prc=not fid_only,
         kid_subset_size=min(1000, len(a), len(b)), kid_subsets=50,
         batch_size=500, save_cpu_ram=True, cache=False, verbose=False, rng_seed=seed, **kw,
     )
+    if fid_only:
+        return {"fid": float(m["frechet_inception_distance"])}
     return {
         "fid": float(m["frechet_inception_distance"]),
         "kid": float(m["kernel_inception_distance_mean"]),

@@ -22,33 +22,42 @@ import torch
 
 from latentbench.priors.base import LOG_2PI
 
-MEM_BYTES = 1 << 30  # bound for any one large array built here
+# The default bound for any one large array built here, when the caller passes none; the scorer passes
+# the device's bound (``latentbench.device.memory_bytes``). Chunk sizes never change a result beyond
+# float noise; the sample caps below do, so the scorer takes them from the stable bound and records them.
+MEM_BYTES = 1 << 30
 
 
-def sample_cap(d: int) -> int:
-    """Most latent samples per set at dimension d (two float32 sets stay within MEM_BYTES)."""
-    return max(2, MEM_BYTES // (8 * d))
+def sample_cap(d: int, mem_bytes: int = MEM_BYTES) -> int:
+    """Most latent samples per set for the geometry at dimension d (two float32 sets within the bound)."""
+    return max(2, mem_bytes // (8 * d))
 
 
-def posterior_cap(d: int) -> int:
-    """Most held-out posteriors defining q(z) (two float64 (N, D) arrays within MEM_BYTES)."""
-    return max(2, MEM_BYTES // (16 * d))
+def posterior_cap(d: int, mem_bytes: int = MEM_BYTES) -> int:
+    """Most held-out posteriors defining q(z) for the geometry (two float64 (N, D) arrays within the bound)."""
+    return max(2, mem_bytes // (16 * d))
 
 
-def _rows(d: int, copies: int = 4) -> int:
-    """Rows per chunk so that ``copies`` float64 (rows, d) temporaries stay within MEM_BYTES / 8."""
-    return max(1, MEM_BYTES // (8 * 8 * copies * d))
+def mmd_cap(d: int, mem_bytes: int = MEM_BYTES, mmd_n: int = 2000) -> int:
+    """Samples per set for ``mmd_latent``: the pooled (2k, D) float32 set stays within half the bound."""
+    return max(2, min(mmd_n, mem_bytes // (16 * d)))
 
 
-def aggregate_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def _rows(d: int, copies: int = 4, mem_bytes: int = MEM_BYTES) -> int:
+    """Rows per chunk so that ``copies`` float64 (rows, d) temporaries stay within an eighth of the bound."""
+    return max(1, mem_bytes // (8 * 8 * copies * d))
+
+
+def aggregate_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                    mem_bytes: int = MEM_BYTES) -> torch.Tensor:
     """log (1/N sum_n N(z_m; mu_n, diag exp(logvar_n))) for z (M, D) -> (M,), float64.
 
-    Chunked over posteriors (running logsumexp) and over samples, so that memory stays near
-    MEM_BYTES / 4 whatever M, N and D are.
+    Chunked over posteriors (running logsumexp) and over samples, so that memory stays near a quarter
+    of ``mem_bytes`` whatever M, N and D are.
     """
     z, mu, logvar = z.flatten(1), mu.flatten(1), logvar.flatten(1)
     n, d = mu.shape
-    step = _rows(d, 3)
+    step = _rows(d, 3, mem_bytes)
     acc = torch.full((len(z),), -math.inf, dtype=torch.float64, device=z.device)
     for j in range(0, n, step):
         lv = logvar[j : j + step].double()
@@ -90,21 +99,34 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     return int((mu.flatten(1).double().var(0) > threshold).sum().item())
 
 
-def _norms(z: torch.Tensor) -> torch.Tensor:
+def _norms(z: torch.Tensor, mem_bytes: int = MEM_BYTES) -> torch.Tensor:
     z = z.flatten(1)
-    rows = _rows(z.shape[1], 1)
+    rows = _rows(z.shape[1], 1, mem_bytes)
     return torch.cat([z[i : i + rows].double().norm(dim=1) for i in range(0, len(z), rows)]) / math.sqrt(z.shape[1])
 
 
-def _log_cond(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _log_cond(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor,
+              mem_bytes: int = MEM_BYTES) -> torch.Tensor:
     """log q(z_m | x_{index_m}) in float64, in chunks of rows."""
     z, mu, logvar = z.flatten(1), mu.flatten(1), logvar.flatten(1)
-    rows, out = _rows(z.shape[1]), []
+    rows, out = _rows(z.shape[1], 4, mem_bytes), []
     for i in range(0, len(z), rows):
         zc, idx = z[i : i + rows].double(), index[i : i + rows]
         m, lv = mu[idx].double(), logvar[idx].double()
         out.append(-0.5 * ((zc - m).pow(2) * torch.exp(-lv) + lv + LOG_2PI).sum(1))
     return torch.cat(out)
+
+
+def prior_has_density(prior) -> bool:
+    """Whether ``prior.log_prob`` is a tractable density (a diffusion prior, e.g., has none)."""
+    return bool(getattr(prior, "has_log_prob", True))
+
+
+@torch.no_grad()
+def prior_log_prob(prior, z: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """log p(z) in float64 on the prior's device, in batches."""
+    dev = prior._anchor.device if hasattr(prior, "_anchor") else z.device
+    return torch.cat([prior.log_prob(z[i : i + batch].to(dev)).double().to(z.device) for i in range(0, len(z), batch)])
 
 
 @torch.no_grad()
@@ -117,21 +139,26 @@ def latent_metrics(
     post_index: torch.Tensor,
     analytic_kl: torch.Tensor | None = None,
     mmd_n: int = 2000,
-) -> dict[str, float]:
+    mem_bytes: int = MEM_BYTES,
+) -> dict[str, float | None]:
     """Geometry metrics from the held-out posteriors (mu, logvar), prior samples and posterior-mixture
-    samples ``z_post`` drawn from q(z | x_{post_index})."""
-    logq_post = aggregate_log_q(z_post, mu, logvar)
-    logq_prior = aggregate_log_q(z_prior, mu, logvar)
-    dev = mu.device
-    log_cond = _log_cond(z_post, mu, logvar, post_index)
-    log_p = torch.cat([prior.log_prob(z_post[i : i + 512].to(dev)).double() for i in range(0, len(z_post), 512)])
+    samples ``z_post`` drawn from q(z | x_{post_index}).
+
+    ``mmd_n`` is the most samples per set for ``mmd_latent``; ``mem_bytes`` bounds the chunks. For a
+    prior without a tractable density (``has_log_prob = False``) ``kl`` and ``marginal_kl`` are None.
+    """
+    logq_post = aggregate_log_q(z_post, mu, logvar, mem_bytes)
+    logq_prior = aggregate_log_q(z_prior, mu, logvar, mem_bytes)
+    log_cond = _log_cond(z_post, mu, logvar, post_index, mem_bytes)
     threshold = torch.quantile(logq_post, 0.01)
     mi = (log_cond - logq_post).mean().item()
-    mkl = (logq_post - log_p).mean().item()
-    kl = analytic_kl.double().mean().item() if analytic_kl is not None else (log_cond - log_p).mean().item()
-    # the pooled (2k, D) float32 set for MMD stays within MEM_BYTES / 2
-    k = min(mmd_n, len(z_prior), len(z_post), max(2, MEM_BYTES // (16 * z_prior[0].numel())))
-    npri, npost = _norms(z_prior), _norms(z_post)
+    mkl = kl = None
+    if prior_has_density(prior):
+        log_p = prior_log_prob(prior, z_post)
+        mkl = (logq_post - log_p).mean().item()
+        kl = analytic_kl.double().mean().item() if analytic_kl is not None else (log_cond - log_p).mean().item()
+    k = min(mmd_n, len(z_prior), len(z_post), mmd_cap(z_prior[0].numel(), mem_bytes, mmd_n))
+    npri, npost = _norms(z_prior, mem_bytes), _norms(z_post, mem_bytes)
     return {
         "kl": kl,
         "marginal_kl": mkl,

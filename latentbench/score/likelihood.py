@@ -3,7 +3,9 @@
 log p(x) >= L_k = E[ log 1/k sum_i p(x | z_i) p(z_i) / q(z_i | x) ],  z_i ~ q(z | x).
 
 L_1 is the ELBO; L_k is non-decreasing in k and tends to log p(x). ``nll_iw`` = -L_k in nats per image,
-under the generative prior (the fitted ex-post prior where the remedy has one).
+under the generative prior (the fitted ex-post prior where the remedy has one). Images are batched to
+a memory bound; the k draws of image i come from their own generator (seed + i), so the numbers do not
+depend on the batch size beyond float noise.
 """
 
 from __future__ import annotations
@@ -13,27 +15,52 @@ import math
 import torch
 
 from latentbench.priors.base import diag_gaussian_log_prob
+from latentbench.score.geometry import MEM_BYTES
+from latentbench.score.sampling import bytes_per_item, keyed_normal
+
+
+def iwae_rows(k: int, d: int, img_numel: int, mem_bytes: int) -> int:
+    """Images per batch so that their k latents, decoded images and temporaries stay within the bound."""
+    return max(1, mem_bytes // (k * bytes_per_item(d, img_numel)))
 
 
 @torch.no_grad()
 def iwae_bound(model, x: torch.Tensor, k: int = 100, generator: torch.Generator | None = None,
-               max_elements: int = 1 << 24) -> dict[str, float]:
+               mem_bytes: int = MEM_BYTES) -> dict[str, float]:
     """Mean ``nll_iw`` (-L_k) and ``elbo_iw`` (mean of the k single-sample ELBOs) over ``x``."""
     model.eval()
     dev = model.device
     prior = model.generative_prior
-    per_image = k * max(x[0].numel(), model.latent.dim)
-    bs = max(1, max_elements // per_image)
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    bs = iwae_rows(k, model.latent.dim, x[0].numel(), mem_bytes)
     nll, elbo = [], []
     for i in range(0, len(x), bs):
         xb = x[i : i + bs].to(dev)
         b = len(xb)
         mu, logvar = model.encode(xb)
         mu, logvar = mu.float().repeat(k, *[1] * (mu.dim() - 1)), logvar.float().repeat(k, *[1] * (mu.dim() - 1))
-        eps = torch.randn(mu.shape, generator=generator).to(dev)
+        eps = keyed_normal(seed, i, b, (k, *mu.shape[1:]), dev).transpose(0, 1).reshape(mu.shape)
         z = mu + torch.exp(0.5 * logvar) * eps
         log_px = model.likelihood.log_prob(xb.repeat(k, *[1] * (xb.dim() - 1)), model.decode(z).float())
         log_w = (log_px + prior.log_prob(z).float() - diag_gaussian_log_prob(z, mu, logvar)).reshape(k, b).double()
         nll.append(-(torch.logsumexp(log_w, 0) - math.log(k)))
         elbo.append(log_w.mean(0))
     return {"nll_iw": torch.cat(nll).mean().item(), "elbo_iw": torch.cat(elbo).mean().item()}
+
+
+@torch.no_grad()
+def reconstruction(model, x: torch.Tensor, generator: torch.Generator | None = None,
+                   mem_bytes: int = MEM_BYTES) -> float:
+    """``rec`` = -E_q[log p(x|z)], one z ~ q(z|x) per held-out image (drawn per image, batch-free)."""
+    model.eval()
+    dev = model.device
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    bs = iwae_rows(1, model.latent.dim, x[0].numel(), mem_bytes)
+    total = 0.0
+    for i in range(0, len(x), bs):
+        xb = x[i : i + bs].to(dev)
+        mu, logvar = model.encode(xb)
+        mu, logvar = mu.float(), logvar.float()
+        z = mu + torch.exp(0.5 * logvar) * keyed_normal(seed, i, len(xb), tuple(mu.shape[1:]), dev)
+        total += -model.likelihood.log_prob(xb, model.decode(z).float()).double().sum().item()
+    return total / len(x)

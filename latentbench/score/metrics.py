@@ -8,7 +8,9 @@ shared. A plugin adds a metric the same way, through the ``latentbench.metrics``
 
 Papers: FID (Heusel et al. 2017, Eq. 6), KID (Binkowski et al. 2018, Eq. 5 / unbiased MMD with a
 cubic kernel), precision / recall (Kynkaanniemi et al. 2019, Eqs. 1-2) through torch-fidelity; the
-latent geometry and likelihood metrics cite theirs in ``geometry`` and ``likelihood``.
+latent geometry, informative-subspace and likelihood metrics cite theirs in ``geometry``,
+``subspace`` and ``likelihood``. Density metrics (``nll_iw``, ``elbo``, ``kl``, ``marginal_kl``,
+``sub_marginal_kl``) are absent (None) for a prior without a tractable density.
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ for _pair, _what in _PAIRS.items():
     _fidelity_metric("recall", _pair, True, f"recall, {_what}")
 
 
+def _swap_metric(name: str, pair: str, description: str) -> None:
+    def metric(ctx) -> float | None:
+        r = ctx.fidelity(pair)
+        return None if r is None else r["fid"]
+
+    register_metric(name, higher_is_better=False, description=description)(metric)
+
+
+_swap_metric("fid_swap_sub", "swap_sub", "FID vs the posterior mixture of prior samples given the posterior "
+             "mixture's informative-subspace component: the part of fid_prior_post outside the subspace")
+_swap_metric("fid_swap_rest", "swap_rest", "FID vs the posterior mixture of posterior-mixture samples given the "
+             "prior's informative-subspace component: the part of fid_prior_post inside the subspace")
+
+
 def _likelihood_metric(name: str, key: str, higher: bool, description: str) -> None:
     register_metric(name, higher_is_better=higher, description=description)(lambda ctx: ctx.likelihood()[key])
 
@@ -57,6 +73,20 @@ _geometry_metric("norm_post", True, "mean ||z|| / sqrt(D) of aggregate-posterior
 _geometry_metric("norm_prior_std", None, "std of ||z|| / sqrt(D) over prior samples")
 _geometry_metric("norm_post_std", None, "std of ||z|| / sqrt(D) over aggregate-posterior samples")
 _geometry_metric("hole_fraction", False, "share of prior samples below the 1% quantile of log q(z)")
+
+
+def _subspace_metric(name: str, higher: bool | None, description: str) -> None:
+    register_metric(name, higher_is_better=higher, description=description)(lambda ctx: ctx.subspace().get(name))
+
+
+_subspace_metric("sub_dims", None, "principal directions of the posterior means holding 99% of Var_x mu(x) "
+                 "(at most 64; 0 = collapsed latent)")
+_subspace_metric("sub_spread", False, "largest variance ratio either way between aggregate posterior and prior "
+                 "along the informative directions (1 = matched)")
+_subspace_metric("sub_marginal_kl", False, "KL(q(z) || p(z)) of the projections on the informative subspace (nats)")
+_subspace_metric("sub_mmd", False, "unbiased MMD^2 between projected prior and aggregate-posterior samples")
+_subspace_metric("sub_hole_fraction", False, "share of projected prior samples below the 1% quantile of the "
+                 "projected log q")
 
 
 @register_metric("classifier_acc", higher_is_better=True,

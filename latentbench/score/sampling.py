@@ -3,22 +3,81 @@
 - ``prior``: z ~ p(z) of the remedy (its fitted ex-post prior where it has one);
 - ``post``: the posterior mixture, x uniform over held-out data, z ~ q(z|x);
 - ``data``: the held-out images themselves.
+
+Every set has the cell's ``n_samples`` at every latent size: latents are drawn in blocks whose size
+depends on D only (so the draws, and the numbers, never depend on the device's memory) and decoded in
+batches sized to the device's memory bound. Only the latent-geometry part keeps a capped number of
+latents (``latentbench.score.geometry.sample_cap``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from latentbench.score.geometry import posterior_cap
 
+DRAW_BYTES = 1 << 28  # one block of drawn latents (float32) at most; depends on D only
+
+
+def draw_block(d: int) -> int:
+    """Latents drawn per block at dimension d (at most 1000, and 256 MiB of float32)."""
+    return max(1, min(1000, DRAW_BYTES // (4 * d)))
+
+
+def bytes_per_item(d: int, img_numel: int = 3 * 64 * 64) -> int:
+    """A generous estimate of the memory one latent costs through an encoder or decoder pass (latent,
+    activations, image; float32), for batch sizes."""
+    return 4 * 16 * (d + img_numel)
+
+
+def decode_rows(model, img_numel: int = 3 * 64 * 64, mem_bytes: int | None = None) -> int:
+    """Latents per decoder batch within the memory bound (the device's when None)."""
+    from latentbench.device import memory_bytes
+
+    mem = memory_bytes(model.device) if mem_bytes is None else mem_bytes
+    return max(1, min(8192, mem // bytes_per_item(model.latent.dim, img_numel)))
+
 
 @torch.no_grad()
-def decode_batched(model, z: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    """Mean images of p(x|z) for every z, decoded in batches on the model's device, on the CPU."""
+def decode_batched(model, z: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """Mean images of p(x|z) for every z, decoded in batches on the model's device, on the CPU.
+
+    ``batch`` defaults to what the device's memory bound allows; it changes nothing but speed.
+    """
     dev = model.device
+    batch = batch or decode_rows(model)
     return torch.cat([model.decode_mean(z[i : i + batch].to(dev)).float().cpu() for i in range(0, len(z), batch)])
+
+
+def keyed_normal(seed: int, first: int, count: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Standard normal draws of shape ``shape`` for items first .. first+count-1, item i from its own
+    generator seeded with seed + i on ``device``: an item's draws do not depend on how items are batched."""
+    out = torch.empty((count, *shape), device=device)
+    for j in range(count):
+        g = torch.Generator(device=device).manual_seed(seed + first + j)
+        out[j] = torch.randn(shape, generator=g, device=device)
+    return out
+
+
+@torch.no_grad()
+def draw_blocks(model, test_x: torch.Tensor, n: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``n`` prior and ``n`` posterior-mixture latents (x uniform over all of ``test_x``, z ~ q(z|x)), in
+    blocks of :func:`draw_block` (D) latents: yields (z_prior, z_post, post_index) per block. The draws
+    depend on the generator and D only."""
+    model.eval()
+    d = model.latent.dim
+    idx = torch.randint(len(test_x), (n,), generator=generator)
+    prior = model.generative_prior
+    step = draw_block(d)
+    for i in range(0, n, step):
+        b = min(step, n - i)
+        z_prior = prior.sample(b, generator).float()
+        mu, logvar = model.posterior_params(test_x[idx[i : i + b]], min(b, 1000))
+        eps = torch.randn((b, *mu.shape[1:]), generator=generator).to(mu.device)
+        yield z_prior, mu + torch.exp(0.5 * logvar) * eps, idx[i : i + b]
 
 
 @torch.no_grad()

@@ -1,0 +1,195 @@
+"""Latent geometry in the informative subspace: where a prior misses the aggregate posterior at large D.
+
+At large D almost every coordinate of q(z|x) is N(~0, ~1), so full-space metrics (hole fraction,
+MMD, norm shells) are dominated by unused coordinates, while the information (and the prior's miss)
+lives in a few directions spread coherently over many coordinates. Those directions are the principal
+components of the held-out posterior means mu(x) (PCA, Pearson 1901; Tipping & Bishop 1999, Eq. 7 for
+the probabilistic reading): V = the top k eigenvectors of Cov_x mu(x), k the fewest that cover 99% of
+tr Cov_x mu(x), at most ``MAX_DIMS``. With c = E_x mu(x) and y = V^T (z - c):
+
+- ``sub_spread``: along each direction v_j, the aggregate posterior's variance Var_{q(z)}[v_j^T z]
+  against the prior's Var_{p(z)}[v_j^T z], both from samples (so it works for every prior); the
+  metric is the largest ratio either way, max_j max(r_j, 1/r_j), 1 when the prior matches.
+- ``sub_marginal_kl`` = E_{q}[log q_V(y) - log p_V(y)] with the projected aggregate posterior
+  q_V(y) = 1/N sum_n N(y; V^T(mu_n - c), V^T diag(sigma_n^2) V) (ELBO surgery, Hoffman & Johnson 2016,
+  restricted to the projection) and p_V the prior's exact marginal on the subspace, which exists in
+  closed form for Gaussian-mixture priors (N(0, I), MoG, VampPrior, the ex-post GMM); None otherwise.
+- ``sub_hole_fraction`` and ``sub_mmd``: the full-space definitions (``geometry``) on the projections.
+- ``fid_swap_sub`` / ``fid_swap_rest`` (image space, scored in ``scorer``): latents that take their
+  subspace component from one set and the rest from the other, z = z_b + V V^T (z_a - z_b).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from latentbench.priors.base import LOG_2PI
+from latentbench.score.geometry import MEM_BYTES, mmd2_unbiased, prior_has_density
+
+VAR_SHARE = 0.99
+MAX_DIMS = 64
+MAX_PCA_ROWS = 4096  # posterior means the directions are estimated from (the variances use all)
+COLLAPSE_VAR = 0.01  # a direction with Var_x v^T mu(x) below this carries no information (active_units' rule)
+
+
+@torch.no_grad()
+def principal_subspace(mu: torch.Tensor, var_share: float = VAR_SHARE, max_dims: int = MAX_DIMS,
+                       max_rows: int = MAX_PCA_ROWS) -> dict[str, Any]:
+    """PCA of the posterior means ``mu`` (N, ...): ``basis`` (D, k) orthonormal, ``center`` (D,),
+    ``eigvals`` (the top min(max_dims, rank) variances of mu along them), ``k`` and ``coverage``
+    (the share of tr Cov mu the k directions hold). k = 0 when no direction has variance above
+    ``COLLAPSE_VAR`` (a collapsed latent)."""
+    x = mu.flatten(1).double()
+    center = x.mean(0)
+    total = (x - center).pow(2).sum().item() / max(len(x) - 1, 1)
+    xs = x[:max_rows] - center
+    n, d = xs.shape
+    if n <= d:  # Gram matrix: eigenvectors in D-space are X^T u / sqrt(lambda)
+        lam, u = torch.linalg.eigh(xs @ xs.T)
+        lam, u = lam.flip(0).clamp_min(0), u.flip(1)
+        m = min(max_dims, n)
+        vecs = xs.T @ u[:, :m] / lam[:m].clamp_min(1e-30).sqrt()
+    else:
+        lam, u = torch.linalg.eigh(xs.T @ xs)
+        lam, u = lam.flip(0).clamp_min(0), u.flip(1)
+        m = min(max_dims, d)
+        vecs = u[:, :m]
+    # the variances along the directions, over every posterior mean
+    var_all = ((x - center) @ vecs).var(0) if len(x) > 1 else torch.zeros(m, dtype=x.dtype, device=x.device)
+    if total <= 0 or var_all[0].item() < COLLAPSE_VAR:
+        k = 0
+    else:
+        cum = torch.cumsum(var_all, 0) / total
+        reached = (cum >= var_share).nonzero()
+        k = int(reached[0].item()) + 1 if len(reached) else m
+    coverage = float(var_all[:k].sum().item() / total) if total > 0 else 0.0
+    return {"basis": vecs[:, :k].float(), "center": center.float(), "eigvals": var_all.cpu(), "k": k,
+            "coverage": coverage, "total_var": total, "pca_rows": n}
+
+
+def project(z: torch.Tensor, sub: dict[str, Any]) -> torch.Tensor:
+    """y = V^T (z - c), float64, (M, k)."""
+    v, c = sub["basis"].to(z.device).double(), sub["center"].to(z.device).double()
+    return (z.flatten(1).double() - c) @ v
+
+
+def swap(z_a: torch.Tensor, z_b: torch.Tensor, sub: dict[str, Any]) -> torch.Tensor:
+    """Latents with the subspace component of ``z_a`` and the rest of ``z_b``: z_b + V V^T (z_a - z_b)."""
+    v = sub["basis"].to(z_b.device)
+    a, b = z_a.flatten(1).float(), z_b.flatten(1).float()
+    return (b + ((a - b) @ v) @ v.T).reshape(z_b.shape)
+
+
+def projected_posteriors(mu: torch.Tensor, logvar: torch.Tensor, sub: dict[str, Any],
+                         mem_bytes: int = MEM_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means V^T (mu_n - c) (N, k) and covariances V^T diag(sigma_n^2) V (N, k, k), float64."""
+    v = sub["basis"].to(mu.device).double()
+    d, k = v.shape
+    means = project(mu, sub)
+    step = max(1, mem_bytes // (8 * 4 * (k + 1) * d))
+    covs = []
+    for i in range(0, len(mu), step):
+        var = logvar[i : i + step].flatten(1).double().exp()  # (n, D)
+        covs.append((v.T[None] * var[:, None, :]) @ v)
+    return means, torch.cat(covs)
+
+
+def gaussian_mixture_log_prob(y: torch.Tensor, means: torch.Tensor, covs: torch.Tensor,
+                              log_weights: torch.Tensor | None = None, mem_bytes: int = MEM_BYTES) -> torch.Tensor:
+    """log sum_n w_n N(y; m_n, S_n) for y (M, k), full covariances (N, k, k) -> (M,), float64.
+
+    The quadratic forms expand into matrix products over vec(y y^T), so no (M, N, k) tensor exists.
+    """
+    y, means, covs = y.double(), means.double(), covs.double()
+    n, k = means.shape
+    if log_weights is None:
+        log_weights = torch.full((n,), -math.log(n), dtype=torch.float64, device=y.device)
+    eye = torch.eye(k, dtype=torch.float64, device=y.device)
+    chol = torch.linalg.cholesky(covs + 1e-10 * eye)
+    prec = torch.cholesky_inverse(chol)  # (N, k, k)
+    logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    pm = (prec @ means.unsqueeze(-1)).squeeze(-1)  # (N, k)
+    const = (means * pm).sum(1) + logdet + k * LOG_2PI - 2 * log_weights.double()
+    prec_flat = prec.reshape(n, k * k)
+    rows = max(1, mem_bytes // (8 * 8 * (n + k * k)))
+    out = []
+    for i in range(0, len(y), rows):
+        yc = y[i : i + rows]
+        yy = (yc[:, :, None] * yc[:, None, :]).reshape(len(yc), k * k)
+        out.append(torch.logsumexp(-0.5 * (yy @ prec_flat.T - 2 * yc @ pm.T + const[None]), dim=1))
+    return torch.cat(out)
+
+
+def projected_prior(prior, sub: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The prior's exact marginal on the subspace as (log_weights, means, covs), or None when it has no
+    closed form (flows, two-stage, diffusion priors)."""
+    from latentbench.priors.gmm import ExpostGMMPrior
+    from latentbench.priors.mog import MixturePrior
+    from latentbench.priors.standard_normal import StandardNormal
+    from latentbench.priors.vamp import VampPrior
+
+    if not prior_has_density(prior):
+        return None
+    dev = prior._anchor.device
+    v, c = sub["basis"].to(dev).double(), sub["center"].to(dev).double()
+    k = v.shape[1]
+    if type(prior) is StandardNormal:
+        return torch.zeros(1, dtype=torch.float64), (-c @ v)[None], torch.eye(k, dtype=torch.float64, device=dev)[None]
+    if isinstance(prior, (MixturePrior, VampPrior)):
+        if isinstance(prior, VampPrior):
+            m, lv = prior.components()
+            logw = torch.full((len(m),), -math.log(len(m)), dtype=torch.float64, device=dev)
+        else:
+            m, lv = prior.means, prior.logvars
+            logw = torch.log_softmax(prior.logits.double(), 0)
+        means = (m.double() - c) @ v
+        covs = (v.T[None] * lv.double().exp()[:, None, :]) @ v
+        return logw, means, covs
+    if isinstance(prior, ExpostGMMPrior) and prior.fitted:
+        sigma = prior.chol.double() @ prior.chol.double().transpose(-1, -2)  # (K, d, d)
+        if prior.components.numel() == 0:
+            w = v  # the mixture lives on all D dims
+            resid = torch.zeros(k, k, dtype=torch.float64, device=dev)
+        else:
+            w = prior.components.double() @ v  # (d, k)
+            resid = prior.resid_var.double() * (torch.eye(k, dtype=torch.float64, device=dev) - w.T @ w)
+        mean_d = prior.means.double() if prior.components.numel() == 0 else prior.means.double() @ prior.components.double()
+        means = (mean_d + prior.center.double() - c) @ v
+        covs = w.T[None] @ sigma @ w[None] + resid[None]
+        return prior.log_weights.double(), means, covs
+    return None
+
+
+@torch.no_grad()
+def subspace_metrics(prior, mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor, z_post: torch.Tensor,
+                     sub: dict[str, Any], mem_bytes: int = MEM_BYTES, mmd_n: int = 2000) -> dict[str, Any]:
+    """The subspace metrics (see the module docstring) and the two variance spectra for plots.
+
+    ``sub`` comes from :func:`principal_subspace` of ``mu``; ``z_post`` are aggregate-posterior samples
+    from the posteriors (mu, logvar). With k = 0 (a collapsed latent) only ``sub_dims`` is set.
+    """
+    k = sub["k"]
+    out: dict[str, Any] = {"sub_dims": k, "sub_spread": None, "sub_marginal_kl": None, "sub_mmd": None,
+                           "sub_hole_fraction": None, "var_post": [], "var_prior": []}
+    if k == 0:
+        return out
+    y_post, y_prior = project(z_post, sub), project(z_prior, sub)
+    var_post, var_prior = y_post.var(0), y_prior.var(0)
+    ratio = var_post / var_prior.clamp_min(1e-12)
+    out["sub_spread"] = torch.maximum(ratio, 1 / ratio.clamp_min(1e-12)).max().item()
+    out["var_post"], out["var_prior"] = var_post.cpu().tolist(), var_prior.cpu().tolist()
+    means, covs = projected_posteriors(mu, logvar, sub, mem_bytes)
+    logq_post = gaussian_mixture_log_prob(y_post, means, covs, mem_bytes=mem_bytes)
+    logq_prior = gaussian_mixture_log_prob(y_prior, means, covs, mem_bytes=mem_bytes)
+    out["sub_hole_fraction"] = (logq_prior < torch.quantile(logq_post, 0.01)).double().mean().item()
+    m = min(mmd_n, len(y_prior), len(y_post))  # (2m)^2 kernel entries: 128 MB at m = 2000
+    out["sub_mmd"] = mmd2_unbiased(y_prior[:m], y_post[:m])
+    pp = projected_prior(prior, sub)
+    if pp is not None:
+        logw, pmeans, pcovs = (t.to(y_post.device) for t in pp)
+        log_p = gaussian_mixture_log_prob(y_post, pmeans, pcovs, logw, mem_bytes=mem_bytes)
+        out["sub_marginal_kl"] = (logq_post - log_p).mean().item()
+    return out
