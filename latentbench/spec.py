@@ -37,6 +37,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
 def _f(default: Any, help: str, *, where: str = "top", train: bool = True, tune: list | None = None,
        new: bool = False, factory: Any = None) -> Any:
     """A :class:`Cell` field and what the rest of latentbench derives from it.
@@ -75,6 +78,8 @@ class Cell:
     val_fraction: float = _f(0.1, "share of the training images held out for validation")
     likelihood: str = _f("gaussian", "bernoulli, gaussian (fixed sigma), gaussian_learned")
     sigma: float = _f(0.05, "Gaussian likelihood sigma (initial value if learned)")
+    precision: str = _f("fp32", "training precision: fp32 (measured fastest for the built-in nets), tf32 or bf16",
+                        new=True)
     n_samples: int = _f(10000, "samples per set for scoring", where="score", train=False)
     iw_k: int = _f(100, "importance samples per image for nll_iw", where="score", train=False)
     features: str = _f("domain", "feature space for FID/KID/PRC: domain or inception", where="score", train=False)
@@ -156,6 +161,7 @@ def validate_cell(cell: Cell) -> None:
         (cell.n_samples >= 2, f"n_samples must be >= 2, got {cell.n_samples}"),
         (cell.iw_k >= 1, f"iw_k must be >= 1, got {cell.iw_k}"),
         (cell.features in ("domain", "inception"), f"features must be 'domain' or 'inception', got {cell.features!r}"),
+        (cell.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cell.precision!r}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -50,16 +50,17 @@ def run_case(case: str, device: str) -> dict:
     base = _peak_mb(device)
     t0 = time.perf_counter()
     if case == "conv_step":
+        from latentbench.model import build_model
         from latentbench.spec import Cell
-        from latentbench.training.loop import build_model, make_optimizer
+        from latentbench.training.loop import make_optimizer
 
         model, _ = build_model(Cell(arch="conv", latent="8x8x1024", likelihood="bernoulli"), (1, 28, 28))
         model.to(dev)
         opt = make_optimizer(model, 1e-3)
         x = torch.rand(128, 1, 28, 28, device=dev)
-        from latentbench.device import autocast
+        from latentbench.device import precision
 
-        with autocast(dev):
+        with precision(dev, "fp32"):
             loss = model.loss(x)
         loss.backward()
         opt.step()

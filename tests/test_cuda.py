@@ -1,4 +1,4 @@
-"""The CUDA path: bf16 autocast, device-resident data, channels_last. Skipped without a GPU."""
+"""The CUDA path: each training precision, device-resident data, channels_last. Skipped without a GPU."""
 
 import pytest
 import torch
@@ -22,15 +22,16 @@ def test_conv_cell_trains_and_scores_on_cuda():
     assert all(v == v for v in metrics.values())  # no NaN
 
 
-def test_seed_scale_step_fits_in_memory_with_bf16():
-    from latentbench.device import autocast
+@pytest.mark.parametrize("name", ["fp32", "tf32", "bf16"])
+def test_seed_scale_step_runs_at_each_precision(name):
+    from latentbench.device import precision
+    from latentbench.model import build_model
     from latentbench.spec import Cell
-    from latentbench.training.loop import build_model
 
     dev = torch.device("cuda")
     model, _ = build_model(Cell(arch="conv", latent="8x8x1024", likelihood="bernoulli"), (1, 28, 28))
     model.to(dev)
-    with autocast(dev):
+    with precision(dev, name):
         loss = model.loss(torch.rand(128, 1, 28, 28, device=dev))
     loss.backward()
     assert torch.isfinite(loss)

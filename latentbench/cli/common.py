@@ -27,7 +27,10 @@ def add_cell_args(p: argparse.ArgumentParser, *, single: bool, score: bool = Fal
             p.add_argument(_flag(f.name), dest=f.name, type=field_type(f), help=f.metadata["help"])
     p.add_argument("--data-root", dest="data_root", help="folder with the dataset files")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the training step (MODE: default, reduce-overhead = CUDA graphs, "
+                        "max-autotune)")
     if single:
         p.add_argument("--remedy", default="vae")
         p.add_argument("--latent", default="32", help="flat '32' or spatial HxWxC like '8x8x1024'")

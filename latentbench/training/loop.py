@@ -2,7 +2,8 @@
 
 - The data lives on the device as one tensor; batches are drawn by index (no DataLoader workers).
 - No per-step host sync: the epoch's loss is summed on the device and read once per epoch.
-- Fused (or foreach) Adam, bf16 autocast on CUDA, optional ``torch.compile``.
+- Fused (or foreach) Adam, the cell's precision (fp32 by default; tf32, bf16), optional ``torch.compile``
+  (``mode`` e.g. ``reduce-overhead`` for CUDA graphs).
 - Seeded per epoch, so a resumed run continues exactly where an uninterrupted one would be.
 - Optional KL warm-up (linear over ``kl_warmup`` epochs) and early stopping on the held-out ELBO.
 """
@@ -20,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latentbench.data import Data, load_data
-from latentbench.device import autocast
+from latentbench.device import precision
 from latentbench.early_stop import EarlyStopping
 from latentbench.errors import UserError
 from latentbench.model import VAE, build_model
@@ -56,7 +57,7 @@ def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024, precision_name: str = "fp32") -> dict[str, float]:
     """Held-out means of rec, kl and elbo (one z per image), in nats, under the generative prior."""
     was_training = model.training
     model.eval()
@@ -65,7 +66,7 @@ def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> dict[str, f
     kl = torch.zeros((), device=dev, dtype=torch.float64)
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
-        with autocast(dev):
+        with precision(dev, precision_name):
             t = model.terms(xb, prior=model.generative_prior)
         rec += t["rec"].double().sum()
         kl += t["kl"].double().sum()
@@ -91,7 +92,7 @@ def fit(
     device: torch.device,
     *,
     quiet: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     checkpoint: Path | None = None,
     image_shape: tuple[int, int, int] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -119,7 +120,10 @@ def fit(
         best = state.get("best_elbo")
         stopper = EarlyStopping(cell.early_stop, model, best=None if best is None else -best,
                                 bad=int(state.get("bad_epochs", 0)))
-    loss_fn = torch.compile(model.loss) if compile else model.loss
+    # ``compile`` True compiles with torch's default mode; a string names the mode ("reduce-overhead"
+    # captures CUDA graphs, which suits small launch-bound nets).
+    mode = compile if isinstance(compile, str) and compile != "default" else None
+    loss_fn = torch.compile(model.loss, mode=mode) if compile else model.loss
     n, bs = len(fit_x), min(cell.batch_size, len(fit_x))
     steps = max(1, n // bs)  # drop the ragged last batch: constant shapes suit compile and speed
     t0 = time.perf_counter()
@@ -132,7 +136,7 @@ def fit(
         total = torch.zeros((), device=device)
         for s in range(steps):
             xb = fit_x[perm[s * bs : (s + 1) * bs]]
-            with autocast(device):
+            with precision(device, cell.precision):
                 loss = loss_fn(xb, beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,7 +148,7 @@ def fit(
                 f"training diverged: non-finite loss at epoch {epoch + 1} of {cell.remedy} z={cell.latent}; "
                 "try a lower --lr or a KL warm-up"
             )
-        stats = {"epoch": epoch + 1, "loss": train_loss, **{f"val_{k}": v for k, v in evaluate(model, val_x).items()}}
+        stats = {"epoch": epoch + 1, "loss": train_loss, **{f"val_{k}": v for k, v in evaluate(model, val_x, precision_name=cell.precision).items()}}
         result.history.append(stats)
         bar.set_postfix(loss=f"{train_loss:.2f}", val_elbo=f"{stats['val_elbo']:.2f}")
         if cell.early_stop and stopper.step(-stats["val_elbo"]):
@@ -173,7 +177,7 @@ def train_cell(
     *,
     checkpoint: Path | None = None,
     quiet: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     data: Data | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint_every: int = 10,
