@@ -23,9 +23,10 @@ _REMEDIES = {
 
 _DATASETS = {
     "digits": ("latentbench.data.digits:load", "scikit-learn's 1797 real 8x8 digits, embedded (default)"),
-    "mnist": ("latentbench.data.vision:mnist", "MNIST 28x28 via torchvision (--data-root, --download)"),
-    "fashion_mnist": ("latentbench.data.vision:fashion_mnist", "Fashion-MNIST 28x28 via torchvision"),
-    "cifar10": ("latentbench.data.vision:cifar10", "CIFAR-10 32x32 colour via torchvision"),
+    "mnist": ("latentbench.data.idx:mnist", "MNIST 28x28 from its idx files, .gz or not (--data-root, --download)"),
+    "fashion_mnist": ("latentbench.data.idx:fashion_mnist",
+                      "Fashion-MNIST 28x28 idx files; found in Debian's dataset-fashion-mnist by itself"),
+    "cifar10": ("latentbench.data.vision:cifar10", "CIFAR-10 32x32 colour via torchvision (--data-root, --download)"),
     "synthetic": ("latentbench.data.synthetic:load", "procedural shapes with known factors, any size"),
 }
 
