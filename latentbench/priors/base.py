@@ -9,6 +9,7 @@ checkpoint, so a cell can be re-scored from disk.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ class Prior(nn.Module):
     """Base class: subclasses implement ``log_prob`` and ``sample`` (and ``fit`` if ex-post)."""
 
     expost: bool = False
+    #: False for a prior whose ``log_prob`` has no tractable value (it raises NotImplementedError);
+    #: density metrics of such a prior are recorded as absent.
+    has_log_prob: ClassVar[bool] = True
 
     def __init__(self, latent: LatentShape) -> None:
         super().__init__()
@@ -51,6 +55,25 @@ class Prior(nn.Module):
 
     def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
         raise TypeError(f"{type(self).__name__} is not an ex-post prior")
+
+    def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                      quiet: bool = True, codes: str = "mean") -> None:
+        """Fit on the training posteriors q(z|x) = N(mu, diag exp(logvar)), shapes (N, *latent).
+
+        The default fits ``fit(codes)`` on posterior means (``codes = "mean"``) or on one draw
+        z ~ q(z|x) per image (``codes = "sample"``, noise from ``generator``). Priors that use the
+        posteriors themselves (fresh draws every epoch, the means' informative subspace) override it.
+        """
+        if codes not in ("mean", "sample"):
+            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+        if codes == "sample":
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+            mu = mu + torch.exp(0.5 * logvar) * eps
+        self.fit(mu, generator=generator, quiet=quiet)
+
+    def score_notes(self) -> dict[str, Any]:
+        """Notes the scorer adds to the record (e.g. how a normaliser was estimated); none by default."""
+        return {}
 
     def _device(self) -> torch.device:
         return self._anchor.device

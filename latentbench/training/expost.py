@@ -36,8 +36,13 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
     n_codes = min(len(train_x), max(1000, (1 << 30) // (4 * model.latent.dim)))
     if n_codes < len(train_x):
         train_x = train_x[torch.randperm(len(train_x), generator=g)[:n_codes].to(train_x.device)]
-    codes = encode_codes(model, train_x, remedy.expost_codes, g)
-    prior.to(codes.device)
-    prior.fit(codes, generator=g, quiet=quiet)
+    mode = remedy.expost_codes
+    if mode not in ("mean", "sample"):
+        raise UserError(f"codes must be 'mean' or 'sample', got {mode!r}")
+    model.eval()
+    mu, logvar = model.posterior_params(train_x)
+    prior.to(mu.device)
+    # the prior sees the posteriors: the default draws the codes from them as encode_codes does
+    prior.fit_posterior(mu, logvar, generator=g, quiet=quiet, codes=mode)
     model.set_expost(prior)
     return time.perf_counter() - t0

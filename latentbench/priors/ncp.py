@@ -1,0 +1,185 @@
+"""Noise-contrastive prior (Aneja et al. 2021, "A Contrastive Learning Approach for Training
+Variational Autoencoder Priors", NeurIPS).
+
+After the VAE is trained, a binary classifier D(z) learns to tell aggregate-posterior codes
+z ~ q(z) = E_x q(z|x) (label 1) from base-prior samples z ~ N(0, I) (label 0). At the optimum
+D(z) = q(z) / (q(z) + N(z)), so r(z) = D / (1 - D) = exp(logit(z)) is the density ratio and the
+prior is the reweighted base (their Eq. 4):
+
+    p(z) = N(z; 0, I) r(z) / Z,      Z = E_{z ~ N(0, I)}[r(z)].
+
+Sampling is sampling-importance-resampling (their Sec. 3.2, SIR): ``n_sir`` base draws per sample,
+one picked with probability proportional to r. ``log_prob`` uses Z estimated by Monte Carlo with
+``n_normaliser`` base draws at fit time (reported through ``score_notes``), so it is a density up to
+that estimate's error.
+
+Large latents. At D in the thousands a classifier on the raw codes separates the two sets from a few
+thousand codes trivially (it memorises them), and r stops being a density ratio. The information, and
+the prior's miss, lives in the few principal directions of the posterior means (see DESIGN.md,
+"informative subspace"), so the classifier sees y = W z, the projection onto the top ``max_dim``
+principal directions of mu(x) (orthonormal rows W). Under the base, y ~ N(0, I_k) and the
+orthogonal complement stays N(0, I): p(z) = N(z; 0, I) r(W z) / Z is still a density on all D
+dimensions, Z = E_{y ~ N(0, I_k)}[r(y)], and SIR needs proposals in k dimensions only. When
+D <= ``max_dim`` W is a rotation of the full space.
+
+Codes: each epoch draws fresh z ~ q(z|x) for the training images (``codes = "sample"``, the default
+and the paper's q(z)); ``codes = "mean"`` classifies the posterior means instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from latentbench.early_stop import EarlyStopping
+from latentbench.latent import LatentShape
+from latentbench.nets.mlp import mlp
+from latentbench.priors.base import LOG_2PI, Prior
+
+# Largest number of (proposal x width) elements evaluated at once by SIR and the normaliser.
+_CHUNK = 1 << 23
+
+
+class NCPPrior(Prior):
+    """N(0, I) reweighted by a classifier's density ratio in the means' principal subspace."""
+
+    expost = True
+
+    def __init__(self, latent: LatentShape, hidden: int = 128, depth: int = 2, max_dim: int = 32,
+                 epochs: int = 300, lr: float = 1e-3, batch_size: int = 256, patience: int = 20,
+                 n_sir: int = 256, n_normaliser: int = 1 << 16, max_codes: int = 10000) -> None:
+        super().__init__(latent)
+        self.k = min(int(max_dim), latent.dim)
+        self.hidden, self.epochs, self.lr, self.batch_size = hidden, epochs, lr, batch_size
+        self.patience, self.n_sir, self.n_normaliser, self.max_codes = patience, n_sir, n_normaliser, max_codes
+        self.classifier = mlp([self.k] + [hidden] * depth + [1], nn.SiLU)
+        self.register_buffer("components", torch.eye(self.k, latent.dim))  # W: (k, D), orthonormal rows
+        self.register_buffer("log_z", torch.zeros(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def logit(self, y: torch.Tensor) -> torch.Tensor:
+        """log r(y) = the classifier's logit at subspace coordinates y (B, k) -> (B,)."""
+        return self.classifier(y).squeeze(-1)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(1).float() @ self.components.T
+
+    def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
+        """Fit on fixed codes (no posterior noise)."""
+        self.fit_posterior(codes, None, generator, quiet, codes="mean")
+
+    def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None,
+                      quiet: bool = True, codes: str = "sample") -> None:
+        if codes not in ("mean", "sample"):
+            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+        g = generator or torch.Generator().manual_seed(0)
+        dev = self._device()
+        mu = mu.flatten(1).float()
+        std = None if logvar is None or codes == "mean" else torch.exp(0.5 * logvar.flatten(1).float())
+        if len(mu) > self.max_codes:
+            keep = torch.randperm(len(mu), generator=g)[: self.max_codes].to(mu.device)
+            mu, std = mu[keep], None if std is None else std[keep]
+        self.components.copy_(_principal_directions(mu, self.k, g).to(dev))
+        perm = torch.randperm(len(mu), generator=g).to(mu.device)
+        n_val = max(1, len(mu) // 10)
+        iv, it = perm[:n_val], perm[n_val:]
+
+        def draw(idx: torch.Tensor) -> torch.Tensor:  # fresh z ~ q(z|x) projected to the subspace
+            z = mu[idx]
+            if std is not None:
+                z = z + std[idx] * torch.randn(z.shape, generator=g).to(z.device)
+            return self.project(z.to(dev))
+
+        val_pos, val_neg = draw(iv), torch.randn(n_val, self.k, generator=g).to(dev)
+        val_x = torch.cat([val_pos, val_neg])
+        val_t = torch.cat([torch.ones(n_val), torch.zeros(n_val)]).to(dev)
+        opt = torch.optim.Adam(self.classifier.parameters(), lr=self.lr)
+        stopper = EarlyStopping(self.patience, self.classifier)
+        bs = min(self.batch_size, len(it))
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
+        self.train()
+        for _ in tqdm(range(self.epochs), desc="fit noise-contrastive prior", disable=quiet, leave=False):
+            order = it[torch.randperm(len(it), generator=g).to(it.device)]
+            pos_all, neg_all = draw(order), torch.randn(len(order), self.k, generator=g).to(dev)
+            for i in range(0, len(order) - bs + 1, bs):
+                x = torch.cat([pos_all[i : i + bs], neg_all[i : i + bs]])
+                t = torch.cat([torch.ones(bs, device=dev), torch.zeros(bs, device=dev)])
+                loss = F.binary_cross_entropy_with_logits(self.logit(x), t)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                v = F.binary_cross_entropy_with_logits(self.logit(val_x), val_t).item()
+            if stopper.step(v):
+                break
+        stopper.restore()
+        self.eval()
+        self.val_bce = stopper.best
+        self.log_z.copy_(self._log_normaliser(g))
+        self.fitted.fill_(True)
+
+    @torch.no_grad()
+    def _log_normaliser(self, g: torch.Generator) -> torch.Tensor:
+        """log Z = log E_{y ~ N(0, I_k)} exp(logit(y)), by Monte Carlo with ``n_normaliser`` draws."""
+        rows = max(1, _CHUNK // max(self.k, self.hidden))
+        logits = []
+        for i in range(0, self.n_normaliser, rows):
+            m = min(rows, self.n_normaliser - i)
+            logits.append(self.logit(torch.randn(m, self.k, generator=g).to(self._device())).double())
+        return (torch.logsumexp(torch.cat(logits), 0) - math.log(self.n_normaliser)).float()
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        if not bool(self.fitted):
+            raise RuntimeError("NCPPrior.log_prob before fit()")
+        base = -0.5 * (z.flatten(1).float().pow(2) + LOG_2PI).sum(1)
+        return base + self.logit(self.project(z)) - self.log_z
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not bool(self.fitted):
+            raise RuntimeError("NCPPrior.sample before fit()")
+        dev, m = self._device(), self.n_sir
+        rows = max(1, _CHUNK // (m * max(self.k, self.hidden)))
+        ys = []
+        for i in range(0, n, rows):
+            b = min(rows, n - i)
+            prop = torch.randn(b, m, self.k, generator=generator).to(dev)
+            w = torch.softmax(self.logit(prop.reshape(-1, self.k)).reshape(b, m).double(), dim=1)
+            pick = torch.multinomial(w.cpu(), 1, generator=generator).squeeze(1).to(dev)
+            ys.append(prop[torch.arange(b, device=dev), pick])
+        y = torch.cat(ys)
+        z = y @ self.components
+        if self.k < self.dim:  # the base prior's orthogonal complement, untouched by r
+            eps = torch.randn(n, self.dim, generator=generator).to(dev)
+            z = z + eps - (eps @ self.components.T) @ self.components
+        return z.reshape(n, *self.latent.shape)
+
+    def score_notes(self) -> dict[str, Any]:
+        return {"log_normaliser": f"Monte Carlo, {self.n_normaliser} base draws",
+                "prior_sampler": f"SIR, {self.n_sir} base draws per sample",
+                "ncp_subspace_dim": self.k}
+
+
+def _principal_directions(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """(k, D) orthonormal rows: the top principal directions of ``x`` (N, D), completed with seeded
+    random orthonormal directions when x spans fewer than k."""
+    xc = (x - x.mean(0)).double().cpu()
+    n, d = xc.shape
+    if k >= d:
+        vecs = torch.linalg.svd(xc, full_matrices=False).Vh if n >= 1 else torch.zeros(0, d)
+    elif min(n, d) <= 2048:
+        vecs = torch.linalg.svd(xc, full_matrices=False).Vh[:k]
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
+            vecs = torch.svd_lowrank(xc, q=min(k + 10, n, d), niter=4)[2].T[:k]
+    if vecs.shape[0] < k:
+        extra = torch.randn(d, k - vecs.shape[0], generator=g, dtype=torch.float64)
+        q = torch.linalg.qr(torch.cat([vecs.T, extra], dim=1)).Q
+        vecs = q.T
+    return vecs[:k].float()
