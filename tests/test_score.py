@@ -161,7 +161,8 @@ def test_score_cli_prints_metrics_and_writes_a_record(tiny_cell, cpu, tmp_path, 
     assert main(["score", str(ckpt), "--n", "300", "--iw-k", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "fid_prior_post" in out and "hole_fraction" in out
-    rec = json.loads(ckpt.with_suffix(".json").read_text())
+    rec_path = next(line.split("record: ", 1)[1] for line in out.splitlines() if line.startswith("record: "))
+    rec = json.loads(open(rec_path).read())
     assert rec["status"] == "ok" and rec["notes"]["n_prior"] == 300 and rec["cell"]["n_samples"] == 300
 
 
@@ -177,3 +178,52 @@ def test_scores_do_not_depend_on_what_ran_before_in_the_process(cpu):
     torch.randn(1000)  # disturb the global RNG, as earlier cells of a grid would
     b, _, _ = score_model(model, data, cell, cpu)
     assert a == b
+
+
+def test_numbers_do_not_change_with_the_memory_bound(tiny_cell, cpu):
+    from latentbench.score.scorer import ScoreContext
+    from latentbench.training.loop import train_cell
+
+    cell = tiny_cell(latent="4x2x2", n_samples=1500, iw_k=6)  # 1500 > one draw block: several blocks
+    model, data, _ = train_cell(cell, cpu, quiet=True)
+    small = ScoreContext(model, data, cell, cpu, mem_bytes=1 << 20, geometry_bytes=1 << 30)
+    large = ScoreContext(model, data, cell, cpu, mem_bytes=1 << 32, geometry_bytes=1 << 30)
+    assert small.notes["n_prior"] == 1500 and small.notes["n_post"] == 1500
+    a, b = small.samples()["images"], large.samples()["images"]
+    assert set(a) == set(b) == {"prior", "post", "swap_sub", "swap_rest", "data"}
+    for key in a:
+        assert a[key].shape[0] == (1500 if key != "data" else len(data.test))
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    for stage in ("geometry", "subspace", "likelihood"):
+        x, y = getattr(small, stage)(), getattr(large, stage)()
+        for key, v in x.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(y[key], rel=1e-6, abs=1e-9), (stage, key)
+
+
+def test_memory_bound_follows_the_device_unless_overridden(monkeypatch, cpu):
+    from latentbench.device import MEMORY_ENV, memory_bytes, set_memory_gb, stable_memory_bytes
+    from latentbench.errors import UserError
+
+    monkeypatch.delenv(MEMORY_ENV, raising=False)
+    free = memory_bytes(cpu)
+    assert free >= 1 << 28 and stable_memory_bytes(cpu) >= 1 << 28
+    set_memory_gb(0.5)
+    assert memory_bytes(cpu) == stable_memory_bytes(cpu) == 1 << 29
+    set_memory_gb(None)
+    monkeypatch.setenv(MEMORY_ENV, "lots")
+    with pytest.raises(UserError, match="LATENTBENCH_MEMORY_GB"):
+        memory_bytes(cpu)
+    with pytest.raises(UserError, match="memory-gb must be > 0"):
+        set_memory_gb(0)
+
+
+def test_fair_merge_guard_refuses_a_different_sample_count():
+    from latentbench.report.compare import differences
+
+    def rec(n):
+        return {"status": "ok", "cell": {"remedy": "vae", "latent": "8", "seed": 0, "n_samples": 10000},
+                "notes": {"scorer_version": 3, "n_prior": n, "n_post": n, "n_data": n}}
+
+    diffs = differences([rec(10000)], [rec(2048)])
+    assert any(d.startswith("n_prior") for d in diffs) and any(d.startswith("n_post") for d in diffs)
