@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,14 @@ def check_output_folder(folder: Path, flag: str = "--out") -> None:
         kind = "a file" if folder.is_file() else "not a folder (a device or special file)"
         raise UserError(f"{flag} {folder} is {kind}; give a folder path (it is created if missing)")
     created = []
-    probe = folder / f".tmp-write-check.{os.getpid()}"
+    probe = folder / f".tmp-write-check.{uuid.uuid4().hex}"  # not the PID: namespaces repeat PIDs
     try:
         missing = [p for p in [folder, *folder.parents] if not p.exists()]
         for p in reversed(missing):
-            p.mkdir()
+            try:
+                p.mkdir()
+            except FileExistsError:  # a concurrent run made it: not ours to remove
+                continue
             created.append(p)
         with open(probe, "xb") as f:
             f.write(b"latentbench")
