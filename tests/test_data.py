@@ -179,6 +179,13 @@ def test_download_goes_through_torchvision_then_reads_the_idx_files(tmp_path, mo
     d = load_data("fashion_mnist", data_root=str(tmp_path / "dl"), download=True)
     assert len(d.train) == 7 and calls and all(c[2] for c in calls)
 
+    def offline(root, train, download):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(tvd, "FashionMNIST", offline)
+    msg = _one_line_error("download failed", name="fashion_mnist", data_root=str(tmp_path / "x"), download=True)
+    assert "RuntimeError: Error downloading" in msg
+
 
 def test_real_fashion_mnist_from_debian_package():
     import os

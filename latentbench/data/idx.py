@@ -145,25 +145,29 @@ def _not_found(ds: IdxSet, data_root: str | None, download: bool) -> UserError:
                      f"{'; '.join(looked)}; {', or '.join(fixes)}")
 
 
-def _download(ds: IdxSet, data_root: str | None) -> None:
+def _download(ds: IdxSet, data_root: str | None) -> str:
+    """Let torchvision fetch the files into ``<root>/<Name>/raw/``; returns its error, if any."""
     import torchvision.datasets as tvd
 
     root = Path(data_root or os.environ.get("LATENTBENCH_DATA") or "data").expanduser()
     try:
         for train in (True, False):
             getattr(tvd, ds.torchvision)(str(root), train=train, download=True)
-    except Exception:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError; reported below
-        pass
+    except Exception as exc:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f" [{type(exc).__name__}: {first}]"
+    return ""
 
 
 def load_idx(ds: IdxSet, data_root: str | None, download: bool) -> Data:
     """Find, check and load one idx dataset (official train/test split) as in-memory tensors."""
     found = locate(ds, data_root)
+    why = ""
     if found is None and download:
-        _download(ds, data_root)
+        why = _download(ds, data_root)
         found = locate(ds, data_root or os.environ.get("LATENTBENCH_DATA") or "data")
     if found is None:
-        raise _not_found(ds, data_root, download)
+        raise UserError(str(_not_found(ds, data_root, download)) + why)
     arrays = {k: read_idx(p, 3 if k.endswith("images") else 1) for k, p in found.items()}
     for split in ("train", "test"):
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
