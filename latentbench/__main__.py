@@ -1,3 +1,4 @@
 from latentbench.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes (spawn) import this module under another name
+    raise SystemExit(main())

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from latentbench.cli.common import add_cell_args, add_common, cell_overrides
@@ -54,6 +56,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM, Kubernetes and ``kill`` send), raised where the program is, so that it unwinds
+    like Ctrl-C: locks released, nothing half-written, the resume hint printed. Its exit code is 143
+    (128 + SIGTERM, the shell's convention) so that a scheduler or script can tell it from Ctrl-C's 130."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the unwinding
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from latentbench import __version__
 
@@ -91,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.command_line = "latentbench " + " ".join(shlex.quote(a) for a in argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"latentbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("latentbench: interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

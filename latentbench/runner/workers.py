@@ -1,0 +1,273 @@
+"""``latentbench run --workers N``: N cells at once, each in its own process, so that a grid of small
+models fills a GPU (or the cores of a large CPU).
+
+The parent hands the cells out one at a time, in grid order, to N worker processes (started with
+``spawn``: CUDA cannot be forked). Each worker claims its cell through the cell's lease exactly as a
+single run does (:func:`latentbench.runner.grid.attempt_cell`), so workers, other runs and other hosts
+share one output folder safely. Workers report their epochs and scoring stages through one pipe each;
+the parent draws the one grid bar. A worker that dies (killed, out of host memory, a crash) has its cell
+recorded as failed and its lease released, and a fresh worker takes its place. Ctrl-C or SIGTERM to the
+parent stops every worker (each unwinds like a single run: lease released, nothing half-written) before
+the parent re-raises, so the command prints the resume hint.
+
+On the CPU each worker gets ``cores // N`` torch threads, so N workers do not oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentbench.errors import UserError
+from latentbench.runner.locks import CellLock, lease_seconds
+from latentbench.runner.progress import GridProgress
+from latentbench.runner.records import make_record, provenance, write_record
+from latentbench.spec import Cell
+
+STOP_WAIT_S = 60.0  # how long stopping workers may take to unwind before they are killed
+
+
+class _PipeProgress:
+    """The worker's side of the grid bar: every event goes to the parent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def start(self, cell_id: str, label: str, token: str | None = None) -> None:
+        self.conn.send(("start", cell_id, label, token))
+
+    def epoch(self, cell_id: str, epoch: int, epochs: int) -> None:
+        self.conn.send(("epoch", cell_id, epoch, epochs))
+
+    def stage(self, cell_id: str, stage: str) -> None:
+        self.conn.send(("stage", cell_id, stage))
+
+    def write(self, message: str) -> None:
+        self.conn.send(("write", message))
+
+
+def _stop_once(signum: int, frame: object) -> None:
+    """The first SIGINT or SIGTERM unwinds the worker; later ones must not interrupt the unwinding."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tracker: Any,
+            threads: int | None) -> None:
+    """A worker process: compute the cells the parent sends until it says stop."""
+    from latentbench.runner.grid import attempt_cell
+
+    signal.signal(signal.SIGINT, _stop_once)
+    signal.signal(signal.SIGTERM, _stop_once)
+    if threads:
+        torch.set_num_threads(threads)
+    progress, data_cache = _PipeProgress(conn), {}
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                return
+            cell = Cell.from_dict(msg[1])
+            outcome, rec = attempt_cell(cell, Path(folder), torch.device(device), progress, force=msg[2],
+                                        data_cache=data_cache, tracker=tracker, **opts)
+            conn.send(("end", cell.id, outcome, rec.get("error") if rec else None))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (EOFError, BrokenPipeError):  # the parent is gone: nothing left to report to
+        sys.exit(1)
+    except UserError as exc:  # e.g. the output folder became unwritable: one line, like a single run
+        try:
+            conn.send(("write", f"latentbench: error: {exc}"))
+        finally:
+            sys.exit(2)
+
+
+class _Slot:
+    """One worker process as the parent sees it: its pipe and the cell it holds."""
+
+    def __init__(self, ctx: Any, index: int, args: tuple) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, *args), name=f"latentbench-worker-{index}")
+        self.proc.start()
+        child.close()
+        self.cell: Cell | None = None
+        self.token: str | None = None
+        self.started = time.time()
+        self.ran_cell = False
+        self.idle = True  # waiting for a cell from the parent
+
+
+class _Queue:
+    """The cells still to hand out: fresh ones in grid order, then those another run held (``busy``),
+    each retried after a pause until it is finished there or its lease expires, as a single run does."""
+
+    def __init__(self, cells: list[Cell], force: bool) -> None:
+        self.fresh = list(cells)
+        self.held: list[tuple[float, Cell]] = []
+        self.force = force
+
+    def __bool__(self) -> bool:
+        return bool(self.fresh or self.held)
+
+    def put_back(self, cell: Cell) -> None:
+        self.fresh.insert(0, cell)
+
+    def hold(self, cell: Cell) -> None:
+        self.held.append((time.time() + min(5.0, lease_seconds() / 8), cell))
+
+    def next(self) -> tuple[Cell, bool] | None:
+        """The next cell and whether to force it, or None if none is ready now."""
+        if self.fresh:
+            return self.fresh.pop(0), self.force
+        if self.held and self.held[0][0] <= time.time():
+            return self.held.pop(0)[1], False
+        return None
+
+
+def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, workers: int, name: str = "grid",
+                force: bool = False, quiet: bool = False, command: str = "", compile: bool | str = False,
+                tracker: Any = None, since: float | None = None) -> dict[str, Any]:
+    """Compute ``cells`` in ``workers`` processes; returns the counts of :func:`run_grid`.
+
+    ``since`` is passed on to :func:`~latentbench.runner.grid.attempt_cell`."""
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers) if device.type == "cpu" else None
+    args = (str(folder), str(device), {"command": command, "compile": compile, "since": since}, tracker, threads)
+    queue = _Queue(cells, force)
+    counts: dict[str, Any] = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
+    progress = GridProgress(name, len(cells), quiet=quiet)
+    slots = [_Slot(ctx, i, args) for i in range(min(workers, len(cells)))]
+    waiting_said = False
+    try:
+        while slots:
+            for slot in slots:  # idle workers get the next cell, or stop when none is left
+                if slot.idle:
+                    _hand_out(slot, queue)
+            wait([s.conn for s in slots] + [s.proc.sentinel for s in slots], timeout=1.0)
+            for slot in list(slots):
+                _drain(slot, queue, progress, counts, quiet)
+                if slot.proc.is_alive():
+                    continue
+                _drain(slot, queue, progress, counts, quiet)  # what it sent before it exited
+                slot.proc.join()
+                slot.conn.close()
+                slots.remove(slot)
+                if slot.token is not None:  # it died holding a claimed cell
+                    _record_dead(slot, folder, device, command, progress, counts)
+                elif slot.cell is not None:  # it died before claiming its cell: hand the cell out again
+                    queue.put_back(slot.cell)
+                if queue and slot.ran_cell:  # the grid goes on with a fresh worker in its place
+                    slots.append(_Slot(ctx, len(slots), args))
+            if queue.held and not queue.fresh and not waiting_said:
+                waiting_said = True
+                progress.write(f"latentbench: waiting for {len(queue.held)} cell(s) held by other runs "
+                               f"(a dead run's lease expires within {lease_seconds():.0f}s)")
+        if queue:
+            raise UserError(f"the worker processes exited before the grid was done ({len(queue.fresh)} cells "
+                            "left); run without --workers to see why")
+    except KeyboardInterrupt:
+        _stop_all(slots, folder)
+        raise
+    finally:
+        progress.close()
+    return counts
+
+
+def _hand_out(slot: _Slot, queue: _Queue) -> None:
+    """Send the next ready cell to an idle worker, or tell it to stop when no cell is left."""
+    nxt = queue.next()
+    if nxt is None and queue:
+        return  # only held cells, none due yet: stay idle
+    slot.cell, slot.token, slot.idle = (nxt[0] if nxt else None), None, False
+    try:
+        slot.conn.send(("cell", nxt[0].to_dict(), nxt[1]) if nxt else ("stop",))
+    except (BrokenPipeError, OSError):  # the worker is gone (the loop sees its exit): keep its cell
+        if slot.cell is not None:
+            queue.put_back(slot.cell)
+        slot.cell = None
+
+
+def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, quiet: bool) -> None:
+    """Handle every message waiting on one worker's pipe."""
+    while True:
+        try:
+            if not slot.conn.poll():
+                return
+            msg = slot.conn.recv()
+        except (EOFError, OSError):
+            return
+        kind = msg[0]
+        if kind == "start":
+            _, cell_id, label, token = msg
+            slot.token, slot.ran_cell, slot.started = token, True, time.time()
+            progress.start(cell_id, label)
+        elif kind == "epoch":
+            progress.epoch(*msg[1:])
+        elif kind == "stage":
+            progress.stage(*msg[1:])
+        elif kind == "write":
+            progress.write(msg[1])
+        elif kind == "end":
+            _, cell_id, outcome, error = msg
+            cell, slot.cell, slot.token, slot.idle = slot.cell, None, None, True
+            if outcome == "busy" and cell is not None:  # held by another run: try again later
+                queue.hold(cell)
+                continue
+            progress.end(cell_id, outcome)
+            if outcome == "failed":
+                counts["failed"].append({"id": cell_id, "error": error})
+                if not quiet:
+                    progress.write(f"latentbench: cell {cell_id} failed: {error}")
+            else:
+                counts[outcome] += 1
+
+
+def _release(folder: Path, cell: Cell, token: str) -> None:
+    """Release a dead worker's lease on ``cell`` (only its own token can)."""
+    lock = CellLock(Path(folder) / "records" / f"{cell.id}.lock")
+    lock.token, lock.held = token, True
+    lock.release()
+
+
+def _record_dead(slot: _Slot, folder: Path, device: torch.device, command: str, progress: GridProgress,
+                 counts: dict) -> None:
+    """A worker died holding a cell: record the cell as failed and free its lease."""
+    cell, code = slot.cell, slot.proc.exitcode
+    assert cell is not None and slot.token is not None
+    how = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    error = f"the worker process computing this cell died ({how})"
+    rec = make_record(cell, status="failed", error=error, prov=provenance(device, command, slot.started))
+    write_record(Path(folder) / "records" / f"{cell.id}.json", rec)
+    _release(folder, cell, slot.token)
+    progress.end(cell.id, "failed")
+    progress.write(f"latentbench: cell {cell.id} failed: {error}")
+    counts["failed"].append({"id": cell.id, "error": error})
+
+
+def _stop_all(slots: list[_Slot], folder: Path) -> None:
+    """Stop every worker (SIGTERM: each unwinds and releases its lease); kill any that hang, and free
+    their leases, so that the same command resumes at once."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+    try:
+        for slot in slots:
+            if slot.proc.is_alive():
+                slot.proc.terminate()
+        deadline = time.time() + STOP_WAIT_S
+        for slot in slots:
+            slot.proc.join(max(0.0, deadline - time.time()))
+            if slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join()
+                if slot.cell is not None and slot.token is not None:
+                    _release(folder, slot.cell, slot.token)
+    finally:
+        signal.signal(signal.SIGINT, old)
