@@ -1,10 +1,15 @@
 """``latentbench diagnose``: the seed question answered for one trained model, as markdown + PNGs.
 
+It scores with the cell's own settings and seed (``ScoreContext``), so every number it shows is the
+record's; a number the record already holds is read from it, and diagnose adds what the record lacks:
+
+- a verdict naming which picture holds, decided from the full-space and informative-subspace metrics
+  (``latentbench.score.subspace``): different norm shells / holes between posterior bubbles / a
+  low-rank mismatch hidden in unused dimensions / a collapsed latent / no substantial gap;
+- the variance spectrum along the informative directions (aggregate posterior vs the prior);
+- the per-dimension picture (Var_x of posterior means, mean posterior variance, prior-sample variance);
 - the norm shell of prior vs aggregate posterior (||z|| / sqrt(D) histograms);
-- the per-dimension spectrum: which dimensions carry information (KL to N(0, 1) per dimension,
-  variance of the posterior means, mean posterior variance);
-- hole fraction and marginal KL;
-- grids decoded from z ~ p(z), z ~ q(z|x) and z ~ N(mu(x), I), side by side;
+- grids decoded from z ~ p(z), z ~ q(z|x), z ~ N(mu(x), I) and the two subspace swaps;
 - the prior's density over the aggregate-posterior samples: contours for 2-D latents, and on the
   plane of the first two principal components (a slice through the posterior mean) for larger ones.
 """
@@ -12,6 +17,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,28 +28,103 @@ import torch  # noqa: E402
 
 from latentbench.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 from latentbench.report.plots import _grid_image  # noqa: E402
-from latentbench.score.geometry import latent_metrics  # noqa: E402
-from latentbench.score.sampling import draw_latents, sample_snapshot  # noqa: E402
+from latentbench.score.geometry import prior_has_density  # noqa: E402
+from latentbench.score.sampling import sample_snapshot  # noqa: E402
+
+# the metrics a diagnosis shows (read from the record where it has them, else computed as the scorer would)
+SHOWN = ("hole_fraction", "sub_hole_fraction", "marginal_kl", "sub_marginal_kl", "mutual_info", "kl",
+         "mmd_latent", "sub_mmd", "active_units", "sub_dims", "sub_spread", "norm_prior", "norm_prior_std",
+         "norm_post", "norm_post_std", "fid_prior_post", "fid_swap_sub", "fid_swap_rest")
+
+# thresholds of the verdict
+SPREAD_GAP = 2.0  # a variance ratio either way beyond this along an informative direction is a miss
+HOLES = 0.05  # hole fractions beyond this (0.01 = chance) are holes
+BLIND = 0.03  # a full-space hole fraction below this sees nothing
 
 
-def _spectrum(mu: torch.Tensor, logvar: torch.Tensor, path: Path) -> dict[str, float]:
-    m, lv = mu.flatten(1).double(), logvar.flatten(1).double()
-    kl = (0.5 * (m.pow(2) + lv.exp() - 1 - lv)).mean(0)
-    order = torch.argsort(kl, descending=True)
+def verdict(m: dict[str, Any], d: int, n_post: int) -> tuple[str, str]:
+    """(picture, sentence with the figures that decide it) from a cell's metrics at latent size ``d``
+    over ``n_post`` held-out posteriors. Pictures: ``collapsed``, ``shells``, ``holes``, ``low_rank``,
+    ``matched``."""
+    g = lambda k: m.get(k)  # noqa: E731
+    k = g("sub_dims")
+    if k == 0 or (g("active_units") == 0 and (g("mutual_info") or 0) < 0.1):
+        return "collapsed", (f"A collapsed latent: no direction of the posterior means varies (sub_dims {k}, "
+                             f"active_units {g('active_units')} of {d}, I(x; z) {g('mutual_info'):.2f} nats); "
+                             "the decoder ignores z, so there is no prior hole to speak of.")
+    gap = g("norm_post") - g("norm_prior")
+    spread = g("sub_spread") or 1.0
+    swap = ""
+    if g("fid_swap_sub") is not None and g("fid_prior_post") is not None:
+        swap = (f" In image space fid_prior_post is {g('fid_prior_post'):.1f}; with the posterior's subspace "
+                f"component it falls to {g('fid_swap_sub'):.1f} (fid_swap_sub), and the prior's subspace "
+                f"component alone costs {g('fid_swap_rest'):.1f} (fid_swap_rest).")
+    if abs(gap) > 2 * max(g("norm_prior_std"), g("norm_post_std"), 1e-3) and abs(gap) > 0.02:
+        return "shells", (f"Different shells: prior samples have ||z||/sqrt(D) = {g('norm_prior'):.3f} ± "
+                          f"{g('norm_prior_std'):.3f}, aggregate-posterior samples {g('norm_post'):.3f} ± "
+                          f"{g('norm_post_std'):.3f} (Δ = {gap:+.3f}): they live on different spheres." + swap)
+    sub_holes = g("sub_hole_fraction") or 0.0
+    if g("hole_fraction") > HOLES or sub_holes > HOLES:
+        bubbles = g("mutual_info") / max(np.log(n_post), 1e-9)
+        return "holes", (f"Holes between posterior bubbles: {100 * g('hole_fraction'):.0f}% of prior samples "
+                         f"(and {100 * sub_holes:.0f}% of their projections on the {k} informative directions) "
+                         f"land where the aggregate posterior has almost no mass (1% is chance); I(x; z) = "
+                         f"{g('mutual_info'):.2f} nats is {100 * bubbles:.0f}% of log N = {np.log(n_post):.2f}, "
+                         f"so the posteriors are {'nearly disjoint' if bubbles > 0.9 else 'separate'} bubbles." + swap)
+    if spread > SPREAD_GAP:
+        return "low_rank", (f"A low-rank mismatch hidden in unused dimensions: {k} principal directions of the "
+                            f"posterior means hold 99% of Var_x mu(x) (of D = {d}; axis-aligned active_units "
+                            f"{g('active_units')}), and along them the aggregate posterior's variance differs "
+                            f"from the prior's by up to {spread:.1f}x (sub_spread), while the full space sees "
+                            f"almost nothing: hole_fraction {g('hole_fraction'):.3f}, norm shells "
+                            f"{g('norm_prior'):.3f} / {g('norm_post'):.3f}." + swap)
+    return "matched", (f"No substantial gap: hole_fraction {g('hole_fraction'):.3f} (0.01 is chance), sub_spread "
+                       f"{spread:.2f} along {k} informative directions (1 is a match)." + swap)
+
+
+def _spectrum(var_post: list[float], var_prior: list[float], prior_name: str, path: Path) -> None:
+    """Variance of aggregate-posterior and prior samples along the informative directions."""
+    k = len(var_post)
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    x = np.arange(1, len(order) + 1)
-    ax.plot(x, kl[order].numpy(), label="KL(q(z_j|x) || N(0,1)), mean over x")
-    ax.plot(x, m.var(0)[order].numpy(), label="Var_x of posterior mean")
-    ax.plot(x, lv.exp().mean(0)[order].numpy(), label="mean posterior variance")
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1e-2)
-    ax.axhline(0.01, color="grey", lw=0.5, ls="--")
-    ax.set_xlabel("latent dimension (sorted by KL)")
+    x = np.arange(1, k + 1)
+    ax.plot(x, var_post, "o-", ms=3, label="aggregate posterior q(z)")
+    ax.plot(x, var_prior, "s-", ms=3, label=f"prior ({prior_name})")
+    vals = np.asarray(var_post + var_prior, dtype=float)
+    if k > 20:
+        ax.set_xscale("log")
+    else:
+        ax.set_xticks(x if k <= 12 else x[::2])
+    if vals.size and vals.min() > 0 and vals.max() / vals.min() > 30:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel("principal direction of the posterior means")
+    ax.set_ylabel("variance along it")
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    return {"top_dim_kl": float(kl[order[0]]), "dims_over_0.1_nats": int((kl > 0.1).sum())}
+
+
+def _per_dimension(mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor, prior_name: str, path: Path) -> None:
+    """Per latent dimension, sorted by Var_x mu_j: which axes carry information."""
+    m, lv = mu.flatten(1).double().cpu(), logvar.flatten(1).double().cpu()
+    var_mu = m.var(0)
+    order = torch.argsort(var_mu, descending=True)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    x = np.arange(1, len(order) + 1)
+    ax.plot(x, var_mu[order].numpy(), label="Var_x of posterior mean")
+    ax.plot(x, lv.exp().mean(0)[order].numpy(), label="mean posterior variance")
+    ax.plot(x, z_prior.flatten(1).double().cpu().var(0)[order].numpy(), label=f"variance of prior samples ({prior_name})")
+    if len(order) > 20:
+        ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.axhline(0.01, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("latent dimension (sorted by Var_x of the posterior mean)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path) -> str:
@@ -79,8 +160,62 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path) ->
     return how
 
 
-def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device, n: int = 2000) -> Path:
+def _record_metrics(checkpoint: Path) -> dict[str, Any]:
+    """The metrics of the record written beside the checkpoint by this scorer version, if any."""
+    from latentbench.errors import UserError
+    from latentbench.runner.records import read_record
+    from latentbench.score.scorer import SCORER_VERSION
+
+    path = Path(checkpoint).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        rec = read_record(path)
+    except UserError:
+        return {}
+    if rec.get("status") != "ok" or rec.get("notes", {}).get("scorer_version") != SCORER_VERSION:
+        return {}
+    return dict(rec.get("metrics", {}))
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "absent" if v is None else (str(v) if isinstance(v, int) else format(v, spec))
+
+
+def _grids(snap: dict[str, Any], images: dict[str, torch.Tensor], path: Path) -> None:
+    panels = [("held-out x", snap["data_images"]), ("z ~ p(z)", snap["prior_images"]),
+              ("z ~ q(z|x)", snap["post_images"]), ("z ~ N(mu(x), I)", snap["unit_images"])]
+    if "swap_sub" in images:
+        panels += [("p(z), subspace part from q(z)", images["swap_sub"][:16].numpy()),
+                   ("q(z), subspace part from p(z)", images["swap_rest"][:16].numpy())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
+    for ax, (title, imgs) in zip(axes, panels):
+        ax.imshow(_grid_image(imgs[:16], ncol=4).squeeze(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def _norms(snap: dict[str, Any], prior_name: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(min(snap["norm_prior"].min(), snap["norm_post"].min()),
+                       max(snap["norm_prior"].max(), snap["norm_post"].max()), 50)
+    ax.hist(snap["norm_prior"], bins=bins, alpha=0.6, density=True, label=f"z ~ p(z) ({prior_name})")
+    ax.hist(snap["norm_post"], bins=bins, alpha=0.6, density=True, label="z ~ q(z) (aggregate posterior)")
+    ax.set_xlabel("||z|| / sqrt(D)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Path:
+    """Diagnose one checkpoint with its cell's scoring settings and seed; writes ``out/report.md``."""
     from latentbench.data import load_data
+    from latentbench.registry import METRICS
+    from latentbench.score.scorer import ScoreContext
     from latentbench.spec import Cell
     from latentbench.training.checkpoint import load_checkpoint
 
@@ -88,80 +223,81 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device, n: in
     cell = Cell.from_dict(payload["cell"])
     data = load_data(cell.dataset, seed=cell.seed, **cell.data)
     out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(cell.seed + 7)
-    lat = draw_latents(model, data.test, n, g)
+    ctx = ScoreContext(model, data, cell, device)
+    recorded = _record_metrics(checkpoint)
+    m = {k: recorded[k] if k in recorded else METRICS.get(k)(ctx) for k in SHOWN}
+    s = ctx.samples()
+    lat, sub = s["latents"], ctx.subspace()
     prior = model.generative_prior
-    geo = latent_metrics(prior, lat["mu"], lat["logvar"], lat["z_prior"], lat["z_post"], lat["post_index"],
-                         analytic_kl=prior.analytic_kl(lat["mu"], lat["logvar"]))
-    spec = _spectrum(lat["mu"], lat["logvar"], out / "spectrum.png")
+    prior_name = f"{cell.remedy}: {type(prior).__name__}"
+    d, n_post = model.latent.dim, len(lat["mu"])
+    picture, reading = verdict(m, d, n_post)
+    has_spectrum = bool(sub["var_post"])
+    if has_spectrum:
+        _spectrum(sub["var_post"], sub["var_prior"], prior_name, out / "spectrum.png")
+    _per_dimension(lat["mu"], lat["logvar"], lat["z_prior"], prior_name, out / "dimensions.png")
     snap = sample_snapshot(model, data.test, cell.seed)
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-    titles = ("held-out x", "z ~ p(z)", "z ~ q(z|x)", "z ~ N(mu(x), I)")
-    for ax, key, title in zip(axes, ("data_images", "prior_images", "post_images", "unit_images"), titles):
-        ax.imshow(_grid_image(snap[key][:16], ncol=4), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    atomic_savefig(fig, out / "grids.png", dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    bins = np.linspace(min(snap["norm_prior"].min(), snap["norm_post"].min()),
-                       max(snap["norm_prior"].max(), snap["norm_post"].max()), 50)
-    ax.hist(snap["norm_prior"], bins=bins, alpha=0.6, density=True, label="z ~ p(z)")
-    ax.hist(snap["norm_post"], bins=bins, alpha=0.6, density=True, label="z ~ q(z) (aggregate posterior)")
-    ax.set_xlabel("||z|| / sqrt(D)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, out / "norms.png", dpi=110)
-    plt.close(fig)
-    how = _contours(prior, lat["z_prior"], lat["z_post"], out / "contours.png")
-    n_post = len(lat["mu"])
+    _grids(snap, s["images"], out / "grids.png")
+    _norms(snap, prior_name, out / "norms.png")
+    if prior_has_density(prior):
+        how = _contours(prior, lat["z_prior"], lat["z_post"], out / "contours.png")
+        contours = f"Shown on {how}.\n\n![contours](contours.png)"
+    else:
+        contours = f"{type(prior).__name__} has no tractable density: no contours."
+    source = "the record beside the checkpoint" if recorded else "computed now with the cell's scoring settings"
+    rows = [
+        ("picture", picture),
+        ("hole_fraction (prior samples in the low-density 1% of q(z); 0.01 = chance)", _fmt(m["hole_fraction"])),
+        ("sub_hole_fraction (the same on the informative subspace)", _fmt(m["sub_hole_fraction"])),
+        ("sub_dims (directions holding 99% of Var_x mu(x)) / active_units / D",
+         f"{_fmt(m['sub_dims'])} / {_fmt(m['active_units'])} / {d}"),
+        ("sub_spread (largest variance ratio either way along them; 1 = matched)", _fmt(m["sub_spread"], ".2f")),
+        ("marginal_kl / sub_marginal_kl (nats)", f"{_fmt(m['marginal_kl'], '.2f')} / {_fmt(m['sub_marginal_kl'], '.2f')}"),
+        (f"mutual_info I(x; z) (at most log N = {np.log(n_post):.2f})", _fmt(m["mutual_info"], ".2f")),
+        ("kl E_x KL(q(z\\|x) \\|\\| p(z)) (nats)", _fmt(m["kl"], ".2f")),
+        ("mmd_latent / sub_mmd", f"{_fmt(m['mmd_latent'], '.4f')} / {_fmt(m['sub_mmd'], '.4f')}"),
+        ("norm_prior / norm_post (mean \\|\\|z\\|\\|/sqrt(D))",
+         f"{m['norm_prior']:.3f} ± {m['norm_prior_std']:.3f} / {m['norm_post']:.3f} ± {m['norm_post_std']:.3f}"),
+        ("fid_prior_post / fid_swap_sub / fid_swap_rest",
+         f"{_fmt(m['fid_prior_post'], '.2f')} / {_fmt(m['fid_swap_sub'], '.2f')} / {_fmt(m['fid_swap_rest'], '.2f')}"),
+    ]
+    table = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    notes = ctx.notes
+    spectrum = ("![spectrum](spectrum.png)" if has_spectrum else "No informative direction (collapsed latent).")
     text = f"""# Diagnosis: {cell.remedy}, latent {cell.latent}, {cell.dataset}, seed {cell.seed}
 
-Checkpoint `{checkpoint}`; {n} prior and {n} aggregate-posterior samples over {n_post} held-out posteriors.
+Checkpoint `{checkpoint}`; numbers from {source} ({notes['n_prior']} prior and {notes['n_post']}
+posterior-mixture samples; geometry on {notes['n_geometry']} samples per set over {n_post} held-out
+posteriors; scorer v{notes['scorer_version']}). The prior is {prior_name}.
 
 | quantity | value |
 |---|---|
-| hole_fraction (prior samples in the low-density 1% of q(z)) | {geo['hole_fraction']:.3f} |
-| marginal_kl KL(q(z) \\|\\| p(z)) | {geo['marginal_kl']:.2f} nats |
-| mutual_info I(x; z) (at most log N = {np.log(n_post):.2f}) | {geo['mutual_info']:.2f} nats |
-| kl E_x KL(q(z\\|x) \\|\\| p(z)) | {geo['kl']:.2f} nats |
-| mmd_latent | {geo['mmd_latent']:.4f} |
-| active_units | {geo['active_units']} of {model.latent.dim} |
-| norm_prior / norm_post (mean \\|\\|z\\|\\|/sqrt(D)) | {geo['norm_prior']:.3f} ± {geo['norm_prior_std']:.3f} / {geo['norm_post']:.3f} ± {geo['norm_post_std']:.3f} |
-| dimensions with KL > 0.1 nats | {spec['dims_over_0.1_nats']} |
+{table}
 
-**Reading.** {_reading(geo, n_post)}
+**Reading.** {reading}
+
+## Along the informative directions
+Variance of aggregate-posterior and prior samples along the {_fmt(m['sub_dims'])} principal directions of
+the posterior means ({100 * notes.get('sub_coverage', 0):.1f}% of Var_x mu(x)).
+
+{spectrum}
+
+## Decoded samples
+The last two panels swap the informative-subspace component between prior and posterior-mixture samples.
+
+![grids](grids.png)
 
 ## The norm shell
 ![norms](norms.png)
 
-## Which dimensions carry information
-![spectrum](spectrum.png)
-
-## Decoded samples
-![grids](grids.png)
+## Which latent dimensions carry information
+![dimensions](dimensions.png)
 
 ## Prior density over the aggregate posterior
-Shown on {how}.
-
-![contours](contours.png)
+{contours}
 """
     atomic_write_text(out / "report.md", text)
     return out / "report.md"
-
-
-def _reading(geo: dict, n_post: int) -> str:
-    parts = []
-    hf = geo["hole_fraction"]
-    parts.append(f"{100 * hf:.0f}% of prior samples land where the aggregate posterior has almost no mass"
-                 + (" (1% would mean none beyond chance)." if hf > 0.02 else ", i.e. no prior holes beyond chance."))
-    if geo["mutual_info"] > 0.9 * np.log(n_post):
-        parts.append("I(x; z) is near log N: the posteriors are disjoint bubbles, as in the seed question.")
-    gap = geo["norm_post"] - geo["norm_prior"]
-    if abs(gap) > 2 * max(geo["norm_prior_std"], 1e-3):
-        parts.append(f"The two norm shells are apart (Δ = {gap:+.3f}): prior and posterior samples live on different spheres.")
-    return " ".join(parts)
 
 
 def diagnose(target: Path, device: torch.device, out: Path | None = None) -> list[Path]:

@@ -81,6 +81,7 @@ class ScoreContext:
     def samples(self) -> dict[str, Any]:
         """The held-out posteriors and their principal subspace, the geometry latents, and the image
         sets: prior, post, data and the two swap sets, each of the cell's ``n_samples``."""
+        @torch.no_grad()
         def compute():
             model, test = self.model, self.data.test
             img_numel = test[0].numel()
