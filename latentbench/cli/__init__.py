@@ -106,9 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.command_line = "latentbench " + " ".join(shlex.quote(a) for a in argv)
+    # SIGTERM unwinds like Ctrl-C, unless the program that calls main handles it already (submitit's
+    # job wrapper on a cluster does: it checkpoints and requeues the task)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    ours = main_thread and previous in (signal.SIG_DFL, None)
+    if ours:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if getattr(args, "memory_gb", None) is not None:
+            from latentbench.device import set_memory_gb
+
+            set_memory_gb(args.memory_gb)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"latentbench: error: {exc}", file=sys.stderr)
@@ -117,5 +126,5 @@ def main(argv: list[str] | None = None) -> int:
         print("latentbench: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     finally:
-        if main_thread:
+        if ours:
             signal.signal(signal.SIGTERM, previous)
