@@ -32,15 +32,21 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
         return 0.0
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed + 17)
-    # At most ~1 GiB of float32 codes (4096 at D = 65536); a seeded subset beyond that.
-    n_codes = min(len(train_x), max(1000, (1 << 30) // (4 * model.latent.dim)))
+    # Codes (mu and logvar, float32) within the device's stable memory bound, the same on every run on
+    # one machine since the count changes the fit; a seeded subset beyond that. Encoding batches follow
+    # the free memory (they change nothing but speed).
+    from latentbench.device import memory_bytes, stable_memory_bytes
+
+    d, img = model.latent.dim, train_x[0].numel()
+    n_codes = min(len(train_x), max(1000, stable_memory_bytes(model.device) // (8 * d)))
     if n_codes < len(train_x):
         train_x = train_x[torch.randperm(len(train_x), generator=g)[:n_codes].to(train_x.device)]
+    batch = max(1, min(8192, memory_bytes(model.device) // (4 * 16 * (d + img))))
     mode = remedy.expost_codes
     if mode not in ("mean", "sample"):
         raise UserError(f"codes must be 'mean' or 'sample', got {mode!r}")
     model.eval()
-    mu, logvar = model.posterior_params(train_x)
+    mu, logvar = model.posterior_params(train_x, batch)
     prior.to(mu.device)
     # the prior sees the posteriors: the default draws the codes from them as encode_codes does
     prior.fit_posterior(mu, logvar, generator=g, quiet=quiet, codes=mode)
