@@ -118,10 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             from latentbench.device import set_memory_gb
 
             set_memory_gb(args.memory_gb)
-        if getattr(args, "memory_gb", None) is not None:
-            from latentbench.device import set_memory_gb
-
-            set_memory_gb(args.memory_gb)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"latentbench: error: {exc}", file=sys.stderr)
