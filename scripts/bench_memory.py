@@ -76,19 +76,22 @@ def run_case(case: str, device: str) -> dict:
         prior.log_prob(s[:256])
         extra = {"n_components": prior.n_components}
     else:
+        from latentbench.device import memory_bytes, stable_memory_bytes
         from latentbench.priors.standard_normal import StandardNormal
         from latentbench.score.geometry import latent_metrics, posterior_cap, sample_cap
 
         g = torch.Generator().manual_seed(0)
-        n_post = min(10000, posterior_cap(lat.dim))
-        n = min(10000, sample_cap(lat.dim))
+        cap_bytes = stable_memory_bytes(torch.device(device))
+        n_post = min(10000, posterior_cap(lat.dim, cap_bytes))
+        n = min(10000, sample_cap(lat.dim, cap_bytes))
         mu = torch.randn(n_post, *lat.shape, generator=g).mul_(0.5)
         logvar = torch.full_like(mu, -2.0)
         idx = torch.randint(n_post, (n,), generator=g)
         z_post = torch.randn(n, *lat.shape, generator=g).mul_(0.37).add_(mu[idx])
         z_prior = torch.randn(n, *lat.shape, generator=g)
         inputs_mb = _rss_mb()
-        m = latent_metrics(StandardNormal(lat), mu.to(dev), logvar.to(dev), z_prior.to(dev), z_post.to(dev), idx.to(dev))
+        m = latent_metrics(StandardNormal(lat), mu.to(dev), logvar.to(dev), z_prior.to(dev), z_post.to(dev), idx.to(dev),
+                           mem_bytes=memory_bytes(torch.device(device)))
         extra = {"n_posteriors": n_post, "n_samples": n, "inputs_GB": inputs_mb / 1024,
                  "hole_fraction": m["hole_fraction"]}
     return {"case": case, "peak_mb": _peak_mb(device), "baseline_mb": base, "seconds": time.perf_counter() - t0, **extra}

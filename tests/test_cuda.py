@@ -35,3 +35,18 @@ def test_seed_scale_step_runs_at_each_precision(name):
         loss = model.loss(torch.rand(128, 1, 28, 28, device=dev))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_diagnose_runs_on_cuda(tmp_path):
+    from latentbench.report.diagnose import diagnose
+    from latentbench.spec import Cell
+    from latentbench.training.loop import train_cell
+
+    dev = torch.device("cuda")
+    cell = Cell(dataset="synthetic", arch="conv", latent="4x4x8", epochs=2, n_samples=200, iw_k=4,
+                data={"n_train": 256, "n_test": 64, "size": 16})
+    train_cell(cell, dev, checkpoint=tmp_path / "records" / "m.pt", quiet=True)
+    (report,) = diagnose(tmp_path, dev)
+    text = report.read_text()
+    assert "**Reading.**" in text and "sub_spread" in text
+    assert (report.parent / "spectrum.png").is_file() or "collapsed" in text

@@ -18,7 +18,7 @@ from latentbench.latent import LatentShape
 from latentbench.registry import METRICS, Metric
 from latentbench.report.compare import merge_groups
 
-GAP_METRICS = ("fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw")
+GAP_METRICS = ("fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw", "sub_dims", "sub_spread", "sub_marginal_kl", "sub_hole_fraction", "fid_swap_sub", "fid_swap_rest")
 DEFAULT_METRIC = "fid_prior"
 
 
