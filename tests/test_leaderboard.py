@@ -228,3 +228,17 @@ def test_a_read_only_output_folder_is_one_line_and_writes_nothing(tmp_path, caps
         assert len(err) == 1 and "not writable" in err[0] and not list(ro.iterdir())
     finally:
         ro.chmod(0o755)
+
+
+def test_a_record_from_before_a_cell_field_existed_compares_with_its_default(tmp_path, capsys):
+    board = folder_of(tmp_path / "board", {("vae", "2", 0): 1.0})
+    f = next((board / "records").glob("*.json"))
+    rec = json.loads(f.read_text())
+    del rec["cell"]["val_fraction"]  # as if written before the field was added
+    f.write_text(json.dumps(rec))
+    mine = folder_of(tmp_path / "mine", {("vamp", "2", 0): 2.0})
+    assert main(["leaderboard", str(board), str(mine)]) == 0
+    assert "| vamp " in capsys.readouterr().out
+    other = folder_of(tmp_path / "other", {("vamp", "2", 0): 2.0}, val_fraction=0.2)
+    assert main(["leaderboard", str(board), str(other)]) == 2
+    assert "val_fraction: 0.2 vs 0.1" in capsys.readouterr().err

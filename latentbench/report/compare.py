@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from latentbench.errors import UserError
 from latentbench.latent import LatentShape
+from latentbench.spec import Cell
 
 CELL_FIELDS_EXEMPT = ("remedy", "remedy_params", "latent", "seed")
 SETTING_NOTES = ("scorer_version",)
@@ -34,9 +36,14 @@ def _show(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
+# A record written before a cell field existed ran with that field's default.
+_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(Cell)}
+
+
 def settings(record: dict[str, Any]) -> dict[str, str]:
     """The settings a record shares with every record it may be ranked with."""
-    out = {k: _show(v) for k, v in record["cell"].items() if k not in CELL_FIELDS_EXEMPT}
+    cell = {**_DEFAULTS, **record["cell"]}
+    out = {k: _show(v) for k, v in cell.items() if k not in CELL_FIELDS_EXEMPT}
     notes = record.get("notes", {})
     out.update({k: _show(notes.get(k)) for k in SETTING_NOTES})
     return out

@@ -39,10 +39,10 @@ def metric_vs_latent(df: pd.DataFrame, metric: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _grid_image(images: np.ndarray, ncol: int = 8) -> np.ndarray:
+def _grid_image(images: np.ndarray, ncol: int = 8, fill: float = 1.0) -> np.ndarray:
     n, c, h, w = images.shape
     rows = int(np.ceil(n / ncol))
-    canvas = np.ones((rows * (h + 1), ncol * (w + 1), c), dtype=np.float32)
+    canvas = np.full((rows * (h + 1), ncol * (w + 1), c), fill, dtype=np.float32)
     for i, img in enumerate(images):
         r, q = divmod(i, ncol)
         canvas[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = img.transpose(1, 2, 0)
@@ -79,9 +79,9 @@ def sample_grids(records: list[dict], df: pd.DataFrame, path: Path) -> Path | No
     latents = _latents_shown(_order({k[1] for k in snaps}))
     remedies = sorted({k[0] for k in snaps})
     cols = [(lat, kind) for lat in latents for kind in ("prior", "post")]
-    tile = 1.25
-    fig, axes = plt.subplots(len(remedies), len(cols), squeeze=False,
-                             figsize=(tile * len(cols) + 0.9, tile * len(remedies) + 0.5))
+    tile, left, top = 1.25, 0.6, 0.4
+    width, height = tile * len(cols) + left, tile * len(remedies) + top
+    fig, axes = plt.subplots(len(remedies), len(cols), squeeze=False, figsize=(width, height))
     for i, rem in enumerate(remedies):
         for j, (lat, kind) in enumerate(cols):
             ax = axes[i][j]
@@ -89,15 +89,14 @@ def sample_grids(records: list[dict], df: pd.DataFrame, path: Path) -> Path | No
             ax.set_yticks([])
             snap = snaps.get((rem, lat))
             if snap is not None:
-                ax.imshow(_grid_image(snap[f"{kind}_images"][:16], ncol=4), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(_grid_image(snap[f"{kind}_images"][:16], ncol=4, fill=0.5), cmap="gray", vmin=0, vmax=1)
             else:
                 ax.set_facecolor("#eee")
             if i == 0:
                 ax.set_title(f"z={lat}\n{'p(z)' if kind == 'prior' else 'q(z|x)'}", fontsize=7)
             if j == 0:
                 ax.set_ylabel(rem, fontsize=8)
-    fig.subplots_adjust(left=0.9 / (tile * len(cols) + 0.9), right=0.995, bottom=0.01,
-                        top=1 - 0.45 / (tile * len(remedies) + 0.5), wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(left=left / width, right=0.995, bottom=0.01, top=1 - top / height, wspace=0.04, hspace=0.04)
     return _save(fig, path)
 
 
