@@ -19,6 +19,10 @@ _REMEDIES = {
                     "Plain VAE + RealNVP flow fitted on the codes after training (Dinh et al. 2017)"),
     "two_stage": ("latentbench.remedies.two_stage:TwoStageRemedy",
                   "A second VAE with learned variance on the codes (Dai & Wipf 2019)"),
+    "ncp_prior": ("latentbench.remedies.ncp_prior:NCPPriorRemedy",
+                  "Plain VAE + noise-contrastive reweighting of N(0, I), SIR sampling (Aneja et al. 2021)"),
+    "expost_diffusion": ("latentbench.remedies.expost_diffusion:ExpostDiffusionRemedy",
+                         "Plain VAE + DDPM fitted on the codes after training (Ho et al. 2020; Vahdat et al. 2021)"),
 }
 
 _DATASETS = {

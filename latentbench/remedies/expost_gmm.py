@@ -2,8 +2,11 @@
 Deterministic Autoencoders", Sec. 4 "ex-post density estimation"; they fit a 10-component GMM).
 
 Train a plain VAE (N(0, I) prior, Kingma & Welling 2014 Eq. 3), then fit p_GMM(z) on the
-aggregate-posterior codes and sample z ~ p_GMM. Codes are posterior means by default
-(``codes = "sample"`` draws z ~ q(z|x) instead). K is picked by BIC; the covariance rule for large D
+aggregate-posterior codes and sample z ~ p_GMM. Codes are one z ~ q(z|x) per training image by
+default, so that p_GMM is a density of the aggregate posterior q(z) = E_x q(z|x): fitted on posterior
+means (``codes = "mean"``, Ghosh et al.'s deterministic codes) the unused dimensions get almost no
+variance and the density metrics measure that degenerate variance (nll_iw 2292 vs the VAE's 95 at
+latent 32 on digits, 264252 at 128) while fid_prior gains little (4.2 vs 5.4 at 32). K is picked by BIC; the covariance rule for large D
 (PCA + full covariance + isotropic residual) is documented in ``latentbench.priors.gmm``.
 """
 
@@ -20,7 +23,7 @@ class ExpostGMMRemedy(Remedy):
 
     name = "expost_gmm"
     description = "Plain VAE + GMM fitted on the codes after training, K by BIC (Ghosh et al. 2020)"
-    params = {"codes": "mean", "max_components": 20, "max_full_dim": 64}
+    params = {"codes": "sample", "max_components": 20, "max_full_dim": 64}
 
     def build_expost(self, latent):
         ks = tuple(k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= int(self.p["max_components"]))

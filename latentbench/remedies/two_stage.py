@@ -4,6 +4,9 @@ Stage 1: a VAE on x. Stage 2: a second VAE on the stage-1 codes z with a learned
 gamma (Eq. 4), so that its aggregate posterior matches N(0, I) where the first one does not.
 Sampling: u ~ N(0, I) -> z = g(u) -> x. The paper keeps the second stage's latent size equal to the
 first's and tunes the width of its fully connected nets. See ``latentbench.priors.two_stage``.
+The second stage is fitted on one z ~ q(z|x) per image by default (``codes = "mean"`` for posterior
+means, where its learned gamma shrinks on the unused dimensions: nll_iw 207 vs the VAE's 93 at latent
+128 on digits).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ class TwoStageRemedy(Remedy):
 
     name = "two_stage"
     description = "A second VAE with learned variance on the codes (Dai & Wipf 2019)"
-    params = {"codes": "mean", "hidden": 256, "depth": 2, "fit_epochs": 100}
+    params = {"codes": "sample", "hidden": 256, "depth": 2, "fit_epochs": 100}
 
     def build_expost(self, latent):
         return TwoStagePrior(latent, hidden=int(self.p["hidden"]), depth=int(self.p["depth"]),
