@@ -1,0 +1,164 @@
+"""Promises of the cell leases, with real processes and PID namespaces: a cell is computed once, a dead
+run's cell is taken over within the lease, nobody removes a lease that is not theirs."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from latentbench.runner.locks import CellLock
+
+RUN = ["run", "--remedies", "vae", "--latents", "2,3,4", "--epochs", "2", "--n-samples", "150", "--quiet"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _records(out: Path) -> list[Path]:
+    return sorted((out / "records").glob("*.json"))
+
+
+def _unshare() -> list[str]:
+    """``unshare --pid --fork --mount-proc``, or skip where this machine cannot make PID namespaces."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", "echo $$"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stdout.strip() != "1":
+        pytest.skip(f"cannot create PID namespaces here (needs root or user namespaces): {probe.stderr.strip()}")
+    return ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set a lock's heartbeat ``seconds`` into the past, as if its owner stopped beating that long ago."""
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_a_live_lease_is_refreshed_by_its_heartbeat_and_never_taken_over(tmp_path):
+    path = tmp_path / "cell.lock"
+    owner = CellLock(path, lease_s=1.0)
+    assert owner.acquire()
+    first = path.stat().st_mtime
+    time.sleep(1.6)  # longer than the lease: only the heartbeat keeps it alive
+    assert path.stat().st_mtime > first
+    assert not CellLock(path, lease_s=1.0).acquire()
+    assert owner.owned()
+    owner.release()
+    assert not path.exists()
+
+
+def test_a_lease_whose_heartbeat_stopped_is_taken_over_and_its_owner_learns_it(tmp_path):
+    path = tmp_path / "cell.lock"
+    owner = CellLock(path, lease_s=60)
+    assert owner.acquire()
+    owner._stop.set()  # the owner stalls (a suspended job): its heartbeat stops
+    owner._beat.join()
+    _age(path, 120)
+    other = CellLock(path, lease_s=60)
+    assert other.acquire()
+    assert not owner.owned() and other.owned()
+    owner.release()  # release checks the token: the other run's lease stays
+    assert path.exists() and other.owned()
+    other.release()
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_an_unreadable_lock_is_judged_by_its_age_only(tmp_path):
+    path = tmp_path / "cell.lock"
+    path.write_bytes(b"")  # not a lease of ours, and too fresh to judge
+    assert not CellLock(path, lease_s=60).acquire()
+    _age(path, 120)
+    lock = CellLock(path, lease_s=60)
+    assert lock.acquire() and json.loads(path.read_bytes())["token"] == lock.token
+    lock.release()
+
+
+def test_a_bad_lease_setting_is_one_line(monkeypatch):
+    from latentbench.errors import UserError
+    from latentbench.runner.locks import lease_seconds
+
+    monkeypatch.setenv("LATENTBENCH_LEASE_S", "soon")
+    with pytest.raises(UserError, match="LATENTBENCH_LEASE_S"):
+        lease_seconds()
+
+
+def test_a_run_killed_as_pid_1_is_resumed_by_its_successor_also_pid_1(tmp_path):
+    """The container case: the killed run and its restart are both PID 1 of their namespace."""
+    ns = _unshare()
+    out = tmp_path / "run"
+    env = _env(LATENTBENCH_LEASE_S="4")
+    proc = subprocess.Popen([*ns, sys.executable, "-m", "latentbench", *RUN, "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    for _ in range(6000):  # a hang guard: until a cell is claimed
+        if list((out / "records").glob("*.lock")) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_records(out)) < 3  # killed mid-grid
+    rerun = subprocess.run([*ns, sys.executable, "-m", "latentbench", *RUN, "--out", str(out)], env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr
+    recs = [json.loads(p.read_text()) for p in _records(out)]
+    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
+    assert not list((out / "records").glob("*.lock")) and not list((out / "records").glob(".tmp-*"))
+
+
+def test_two_runs_in_separate_pid_namespaces_compute_each_cell_once(tmp_path):
+    """Both runs are PID 1 on one host name: nothing PID-based could tell them apart."""
+    ns = _unshare()
+    out = tmp_path / "run"
+    procs = [subprocess.Popen([*ns, sys.executable, "-m", "latentbench", *RUN, "--out", str(out)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    done = [int(re.search(r"(\d+) cells run", o[0]).group(1)) for o in outs]
+    assert sum(done) == 3 and len(_records(out)) == 3
+
+
+_FAILING_GRID = """
+import os, sys
+from pathlib import Path
+import torch
+import latentbench.training.loop as loop
+from latentbench.runner.grid import run_grid
+from latentbench.spec import Grid
+
+log = sys.argv[2]
+def fail(cell, *a, **k):
+    with open(log, "a") as f:  # one line per computation, appended atomically
+        f.write(cell.id + "\\n")
+    raise RuntimeError("this cell always fails")
+loop.train_cell = fail
+g = Grid(name="f", remedies=["vae"], latents=["2", "3", "4", "5", "6", "7", "8", "9"], seeds=[0],
+         base={"epochs": 1, "n_samples": 150})
+s = run_grid(g, Path(sys.argv[1]), torch.device("cpu"), quiet=True)
+print(len(s["failed"]))
+"""
+
+
+def test_concurrent_runs_whose_cells_fail_compute_each_cell_once(tmp_path):
+    script = tmp_path / "failing.py"
+    script.write_text(_FAILING_GRID)
+    log = tmp_path / "computed.log"
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), str(log)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    computed = log.read_text().split()
+    assert len(computed) == 8 and len(set(computed)) == 8  # every failing cell computed exactly once
+    assert all(o[0].strip() == "8" for o in outs)  # both runs report all 8 failures
+    # a later run recomputes failures from before it started
+    rerun = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(log)], env=_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and len(log.read_text().split()) == 16
