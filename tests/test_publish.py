@@ -47,13 +47,47 @@ def test_a_mismatched_run_is_refused_with_one_line_per_field(published, capsys):
     capsys.readouterr()
     assert main(["leaderboard", str(published / "leaderboards" / "tiny"), str(other)]) == 2
     err = capsys.readouterr().err
-    assert "cannot rank" in err
-    assert "\n  epochs: 3 vs 2" in err and "\n  latent sizes: 2 vs 2, 4" in err
-    assert "--allow-mismatch" in err
+    assert "cannot rank" in err and "--allow-mismatch" in err
+    assert "\n  epochs: 3 vs 2\n" in err and "latent sizes" not in err and "feature_key" not in err
+    # it ends with the board's own command, for this run's remedy on the latent sizes it has
+    assert err.strip().splitlines()[-1] == (f"  latentbench run --epochs 2 --n-samples 150 --quiet --remedies vamp "
+                                            f"--latents 2 --out {other}-tiny")
     assert main(["leaderboard", str(published / "leaderboards" / "tiny"), str(other), "--allow-mismatch"]) == 0
     out = capsys.readouterr().out
     assert "| vamp †" in out and "not comparable and not ranked: epochs: 3 vs 2" in out
     assert "**" not in [line for line in out.splitlines() if line.startswith("| vamp †")][0]
+
+
+def test_a_run_on_a_subset_of_the_latent_sizes_is_ranked_on_them_and_marked(published, capsys):
+    sub = published / "subset"
+    assert main(["run", "--remedies", "vamp", "--latents", "4", "--out", str(sub), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", str(published / "leaderboards" / "tiny"), str(sub)]) == 0
+    out = capsys.readouterr().out
+    assert "**compared on z=4 seed 0 only, the cells common to all folders" in out and "| z=2" not in out
+    assert "| vamp " in out and "| expost_gmm " in out and "†" not in out
+
+
+def test_published_plots_show_every_remedy_without_whitespace(published):
+    from matplotlib.image import imread
+
+    lb = published / "leaderboards" / "tiny"
+    norms = imread(lb / "norms.png")
+    assert norms.shape[0] > 350  # two rows of histograms (vae and expost_gmm), not one
+    samples = imread(lb / "samples.png")[..., :3]
+    assert (samples > 0.99).all(axis=-1).mean() < 0.35  # the tiles fill the figure
+    assert (lb / "grids").is_dir() and list((lb / "grids").glob("*.toml"))
+
+
+def test_publish_refuses_a_folder_with_two_settings(published, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(published / "run", run)
+    assert main(["run", "--remedies", "vae", "--latents", "2", "--out", str(run), "--epochs", "3",
+                 "--n-samples", "150", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["publish", str(run), "--name", "x", "--dest", str(tmp_path / "lb")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 different settings (epochs 3 vs 2)" in err[0] and not (tmp_path / "lb").exists()
 
 
 def test_publish_refuses_an_incomplete_run_unless_partial(published, capsys, tmp_path):
