@@ -16,6 +16,22 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def check_spec_path(spec: str) -> str:
+    """A spec path must be a readable text file: a folder or binary bytes are one line."""
+    path = Path(spec)
+    if path.is_dir():
+        raise UserError(f"spec {spec} is a folder; give a TOML file such as baselines/digits.toml")
+    if path.is_file():
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"spec {spec} is not a UTF-8 text file (byte {exc.start} is binary); give a TOML "
+                            "spec such as baselines/digits.toml") from None
+        except OSError as exc:
+            raise UserError(f"spec {spec} cannot be read: {exc.strerror}; check its permissions") from None
+    return spec
+
+
 def build_grid(args: argparse.Namespace):
     from latentbench.cli.common import cell_overrides
     from latentbench.latent import LatentShape
@@ -23,7 +39,7 @@ def build_grid(args: argparse.Namespace):
     from latentbench.spec import load_grid
 
     if args.spec:
-        grid = load_grid(args.spec)
+        grid = load_grid(check_spec_path(args.spec))
     else:
         grid = load_grid(DEFAULT_SPEC)
         grid.name = "default"
@@ -53,30 +69,62 @@ def build_grid(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from latentbench.device import pick_device
     from latentbench.runner.grid import parse_shard, run_grid
 
     shard = parse_shard(args.shard)
     grid = build_grid(args)
-    for r in grid.remedies:  # reject unknown remedy parameters before training anything
-        from latentbench.remedies import create_remedy
-
-        create_remedy(r, **grid.remedy_params.get(r, {}))
-    device = pick_device(args.device)
+    if args.workers < 1:
+        raise UserError(f"bad --workers {args.workers}: give the number of cells to run at once, >= 1")
+    if args.shards is not None and not args.slurm:
+        raise UserError("--shards needs --slurm (to split the grid by hand, run each part with --shard i/n)")
     folder = Path(args.out or f"runs/{grid.name}")
+    from latentbench.runner.preflight import preflight
+
+    # names, parameters, datasets, scoring, device and the output folder, before anything is written
+    # (with --slurm the device is checked on the nodes that run the cells)
+    device = preflight(grid, folder, "cpu" if args.slurm else args.device)
+    if args.slurm:  # the device is checked on the nodes that run the cells
+        from latentbench.cli.cluster import submit
+
+        return submit(args, grid, folder, report=report_run)
     from latentbench.runner.grid import save_grid
 
     save_grid(grid, folder)
+    tracker = None
+    if args.track:
+        from latentbench.runner.track import make_tracker
+
+        tracker = make_tracker(args.track, folder, uri=args.track_uri, experiment=grid.name)
+    execute = None
+    if args.workers > 1:
+        from functools import partial
+
+        from latentbench.runner.workers import run_workers
+
+        execute = partial(run_workers, workers=args.workers)
     try:
         summary = run_grid(grid, folder, device, shard=shard, force=args.force, quiet=args.quiet,
-                           command=args.command_line, compile=args.compile)
-    except KeyboardInterrupt:
+                           command=args.command_line, compile=args.compile, tracker=tracker, execute=execute)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli.Terminated, exit code 143)
         print(f"\nlatentbench: interrupted; finished cells are saved in {folder}/records. "
               f"Run the same command again to resume.", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
     print(f"{folder}: {summary['done']} cells run, {summary['skipped']} already done, "
           f"{summary['busy']} held by another process, {len(summary['failed'])} failed "
           f"({summary['seconds']:.0f}s)")
+    report_run(folder)
+    if tracker is not None:
+        tracker.finish_grid(folder)
+    if summary["failed"]:
+        print(f"latentbench: {len(summary['failed'])} cell(s) failed:", file=sys.stderr)
+        for rec in summary["failed"]:
+            print(f"  {rec['id']}: {rec['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report_run(folder: Path) -> None:
+    """Write ``folder/leaderboard.md`` and ``folder/plots`` from the records so far, and print the board."""
     try:
         from latentbench.report.leaderboard import render
         from latentbench.report.plots import make_plots
@@ -94,40 +142,49 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(text)
     except UserError as exc:
         print(f"latentbench: no leaderboard yet: {exc}", file=sys.stderr)
-    if summary["failed"]:
-        print(f"latentbench: {len(summary['failed'])} cell(s) failed:", file=sys.stderr)
-        for rec in summary["failed"]:
-            print(f"  {rec['id']}: {rec['error']}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """Re-score a checkpoint into a record of its own: never over the run's record (``run`` counts only
+    its own records as cells), and an unfinished checkpoint only with ``--allow-incomplete``."""
+    import time
     from dataclasses import replace
 
     import pandas as pd
 
     from latentbench.data import load_data
-    from latentbench.device import pick_device
-    from latentbench.runner.records import make_record, provenance, write_record
+    from latentbench.runner.preflight import check_device, check_output_folder, check_scoring
+    from latentbench.runner.records import (
+        make_record,
+        provenance,
+        refuse_overwrite,
+        rescore_path,
+        write_record,
+    )
     from latentbench.score.scorer import score_model
+    from latentbench.spec import Cell
     from latentbench.training.checkpoint import load_checkpoint
 
-    device = pick_device(args.device)
-    model, _, payload = load_checkpoint(args.checkpoint, device)
-    from latentbench.spec import Cell
-
+    device = check_device(args.device)
+    ckpt = Path(args.checkpoint)
+    model, _, payload = load_checkpoint(ckpt, device)
     cell = Cell.from_dict(payload["cell"])
+    complete = bool(payload.get("complete"))
+    if not complete and not args.allow_incomplete:
+        raise UserError(f"{ckpt}: training stopped at epoch {payload.get('epoch')} of {cell.epochs}; resume it "
+                        "with the same `latentbench run`, or pass --allow-incomplete to score it as it is")
     changes = {k: v for k, v in (("n_samples", args.n), ("features", args.features), ("iw_k", args.iw_k)) if v is not None}
     cell = replace(cell, **changes)
+    check_scoring([cell])
+    out = Path(args.out) if args.out else rescore_path(ckpt, cell, complete, payload.get("epoch"))
+    refuse_overwrite(out)
+    check_output_folder(out.parent, "--out")
     data = load_data(cell.dataset, seed=cell.seed, **cell.data)
-    import time
-
     t0 = time.time()
     metrics, notes, timing = score_model(model, data, cell, device, quiet=args.quiet)
     rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing,
-                      prov=provenance(device, args.command_line, t0))
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".json")
+                      prov=provenance(device, args.command_line, t0), origin="score",
+                      extras={"checkpoint": {"path": str(ckpt), "epoch": payload.get("epoch"), "complete": complete}})
     write_record(out, rec)
     print(pd.Series(metrics, name="value").to_frame().to_markdown(floatfmt=".4g"))
     print(f"record: {out}")
@@ -196,6 +253,16 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="output folder (default runs/<name>)")
     p.add_argument("--shard", help="i/n: run every n-th cell starting at i (0-based)")
     p.add_argument("--force", action="store_true", help="recompute finished cells")
+    p.add_argument("--workers", type=int, default=1,
+                   help="cells computed at once, each in its own process (default 1)")
+    p.add_argument("--track", choices=["mlflow"], help="mirror each cell into an experiment tracker")
+    p.add_argument("--track-uri", dest="track_uri",
+                   help="tracking URI (default $MLFLOW_TRACKING_URI, else OUT/mlruns)")
+    p.add_argument("--slurm", metavar="KEY=VALUE,...",
+                   help="submit the grid as a job array through submitit, e.g. partition=gpu,gpus=1,time=60; "
+                        "'local' runs the array as local processes")
+    p.add_argument("--shards", type=int, help="array tasks for --slurm (default: one per cell)")
+    p.add_argument("--wait", action="store_true", help="with --slurm: wait for the array, then print the board")
     add_cell_args(p, single=False, score=True)
     add_common(p)
     p.set_defaults(func=cmd_run)
@@ -205,7 +272,9 @@ def add_commands(sub) -> None:
     p.add_argument("--n", type=int, help="samples per set (default: the cell's, 10000)")
     p.add_argument("--iw-k", type=int, dest="iw_k", help="importance samples per image for nll_iw")
     p.add_argument("--features", choices=["domain", "inception"])
-    p.add_argument("--out", help="record path (default: beside the checkpoint)")
+    p.add_argument("--out", help="record path (default: RUN/rescored/<cell-id>.json; never the run's own record)")
+    p.add_argument("--allow-incomplete", action="store_true", dest="allow_incomplete",
+                   help="score a checkpoint whose training has not finished (the record says so)")
     add_common(p)
     p.set_defaults(func=cmd_score)
 

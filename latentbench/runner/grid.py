@@ -1,30 +1,42 @@
 """The benchmark runner: a grid of cells, each trained, ex-post fitted, scored and recorded.
 
 Resumable (a finished cell's record is never recomputed unless ``force``), shardable (``shard=(i, n)``
-runs cells i, i+n, i+2n, ... of the sorted grid), and safe for several processes on one folder: each
-cell is claimed with an atomic lock file (``O_CREAT | O_EXCL``); a lock whose process is gone is taken
-over. A failing cell is recorded as failed and the grid goes on.
+runs cells i, i+n, i+2n, ... of the sorted grid), and safe for several processes on one folder, on one
+host or many: each cell is claimed with a lease (:mod:`latentbench.runner.locks`). A cell held by
+another live run is revisited after this run's own cells until it is finished there or its lease
+expires (then this run takes it over), so a run that ends has its whole shard done. A failing cell is
+recorded as failed and the grid goes on; a failed record from before this run started is recomputed,
+one written by a concurrent run meanwhile is not (so failures are never computed twice at once).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import os
 import time
 import traceback
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from latentbench.atomic import atomic_write_bytes, atomic_write_text
+from latentbench.atomic import atomic_write_bytes, atomic_write_text, write_error
 from latentbench.data import load_data
 from latentbench.errors import UserError
-from latentbench.runner.locks import CellLock
-from latentbench.runner.records import make_record, provenance, read_record, write_record
+from latentbench.runner.locks import CellLock, lease_seconds
+from latentbench.runner.progress import GridProgress, cell_label
+from latentbench.runner.records import (
+    NewerRecordError,
+    make_record,
+    provenance,
+    read_record,
+    record_origin,
+    write_record,
+)
 from latentbench.spec import Cell, Grid, grid_to_toml, load_grid
 
 
@@ -46,18 +58,75 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     return ordered[shard[0] :: shard[1]]
 
 
-def is_finished(path: Path) -> bool:
+def is_finished(path: Path, cell: Cell | None = None) -> bool:
+    """Whether ``path`` holds a finished cell: a valid ``ok`` record written by ``run`` (not a re-score
+    by ``score``) for ``cell`` itself. A corrupt record is not finished (the cell is recomputed); a
+    record of a newer schema raises :class:`~latentbench.runner.records.NewerRecordError`."""
     if not path.is_file():
         return False
     try:
-        return read_record(path).get("status") == "ok"
+        rec = read_record(path)
+    except NewerRecordError:
+        raise
     except UserError:
         return False
+    return (rec["status"] == "ok" and record_origin(rec) == "run"
+            and (cell is None or Cell.from_dict(rec["cell"]).id == cell.id))
 
 
-def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, quiet: bool, compile: bool,
-             data_cache: dict) -> dict[str, Any]:
-    """Train, fit, score and record one cell; a failure becomes a failed record."""
+def failed_meanwhile(path: Path, since: float | None) -> dict[str, Any] | None:
+    """The failed record at ``path`` if a concurrent run wrote it after ``since`` (the file system's
+    clock when this run started, see :func:`fs_clock`): such a cell is not recomputed by this run."""
+    if since is None or not path.is_file():
+        return None
+    try:
+        rec = read_record(path)
+        if rec["status"] == "failed" and record_origin(rec) == "run" and path.stat().st_mtime >= since:
+            return rec
+    except NewerRecordError:
+        raise
+    except (UserError, OSError):
+        pass
+    return None
+
+
+def fs_clock(folder: Path) -> float:
+    """The file system's clock now (the mtime of a file created in ``folder``), for comparing mtimes
+    written by other hosts."""
+    probe = Path(folder) / f".tmp-clock.{uuid.uuid4().hex}"
+    try:
+        with open(probe, "xb") as f:
+            return os.fstat(f.fileno()).st_mtime
+    except OSError as exc:
+        raise write_error(probe.parent, exc) from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def remove_partial_writes(folder: Path, cell: Cell) -> None:
+    """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this)."""
+    for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.*"):
+        p.unlink(missing_ok=True)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "could not allocate", "cannot allocate memory",
+                            "failed to allocate"))
+
+
+def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, quiet: bool, compile: bool | str,
+             data_cache: dict, on_epoch: Callable[[int, dict], None] | None = None,
+             on_stage: Callable[[str], None] | None = None, lock: CellLock | None = None) -> dict[str, Any]:
+    """Train, fit, score and record one cell; a failure becomes a failed record.
+
+    ``on_epoch(epoch, stats)`` follows training and ``on_stage(name)`` the scoring stages. With
+    ``lock``, the record is written only while its lease is still this run's (otherwise the returned
+    record has ``status`` ``lost``). A record that cannot be written (disk full) is returned failed with
+    a one-line error and the grid goes on."""
     from latentbench.score.sampling import sample_snapshot
     from latentbench.score.scorer import score_model
     from latentbench.training.loop import train_cell
@@ -65,6 +134,7 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     started = time.time()
     prov = provenance(device, command, started)
     rec_path = folder / "records" / f"{cell.id}.json"
+    remove_partial_writes(folder, cell)
     try:
         key = (cell.dataset, cell.seed, json.dumps(cell.data, sort_keys=True))
         if key not in data_cache:
@@ -72,9 +142,9 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
             data_cache[key] = load_data(cell.dataset, seed=cell.seed, **cell.data)
         data = data_cache[key]
         model, data, info = train_cell(cell, device, checkpoint=folder / "records" / f"{cell.id}.pt",
-                                       quiet=True, compile=compile, data=data)
+                                       quiet=True, compile=compile, data=data, on_epoch=on_epoch)
         t = time.perf_counter()
-        metrics, notes, timing = score_model(model, data, cell, device, quiet=quiet)
+        metrics, notes, timing = score_model(model, data, cell, device, quiet=quiet, on_stage=on_stage)
         timing = {"train_s": info["train_s"], "expost_s": info["expost_s"], **timing,
                   "score_s": time.perf_counter() - t}
         notes.update({"epochs_run": info["epochs_run"], "stopped_early": info["stopped_early"],
@@ -84,15 +154,21 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing, prov=prov)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        rec = make_record(cell, status="failed", error=f"out of memory: {(str(exc) or type(exc).__name__).splitlines()[0]}",
-                          prov=prov)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and the grid goes on
-        msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
-        rec = make_record(cell, status="failed", error=msg, prov=prov,
-                          extras={"traceback": traceback.format_exc(limit=8)})
+        if _is_oom(exc):  # CUDA's OutOfMemoryError, MemoryError, or an allocator's RuntimeError
+            first = (str(exc) or type(exc).__name__).strip().splitlines()[0]
+            rec = make_record(cell, status="failed", error=f"out of memory: {first}", prov=prov)
+        else:
+            msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
+            rec = make_record(cell, status="failed", error=msg, prov=prov,
+                              extras={"traceback": traceback.format_exc(limit=8)})
     rec["timing"]["total_s"] = time.time() - started
-    write_record(rec_path, rec)
+    if lock is not None and not lock.owned():  # stalled past the lease: another run has the cell now
+        return {**rec, "status": "lost", "error": f"lease on {cell.id} was taken over by another run"}
+    try:
+        write_record(rec_path, rec)
+    except UserError as exc:  # disk full, folder gone read-only: this cell fails, the grid goes on
+        return {**rec, "status": "failed", "error": f"record not saved: {exc}"}
     return rec
 
 
@@ -104,45 +180,112 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, *, force: bool = False,
+                 command: str = "", compile: bool | str = False, data_cache: dict | None = None,
+                 tracker: Any = None, since: float | None = None) -> tuple[str, dict[str, Any] | None]:
+    """Claim ``cell`` through its lease and compute it. Returns (outcome, record): ``done`` or ``failed``
+    with the record; ``skipped`` (finished already) or ``busy`` (another run holds it) with None.
+    ``since`` is the file system's clock when the run started (:func:`fs_clock`): a failed record
+    written after it by a concurrent run is returned as ``failed``, not recomputed.
+
+    ``progress`` is told ``start(id, label, token)``, ``epoch``, ``stage`` and ``end``; the grid loop,
+    its worker processes and their bars share this one function.
+    """
+    rec_path = folder / "records" / f"{cell.id}.json"
+    if not force and is_finished(rec_path, cell):
+        return "skipped", None
+    if (other := failed_meanwhile(rec_path, since)) is not None:
+        return "failed", other
+    lock = CellLock(rec_path.with_suffix(".lock"))
+    if not lock.acquire():
+        return "busy", None
+    try:
+        if not force and is_finished(rec_path, cell):  # another process finished it meanwhile
+            return "skipped", None
+        if (other := failed_meanwhile(rec_path, since)) is not None:
+            return "failed", other
+        if force:
+            rec_path.with_suffix(".pt").unlink(missing_ok=True)
+        progress.start(cell.id, cell_label(cell), lock.token)
+        run = None
+        if tracker is not None:  # a cell resuming from its checkpoint continues its tracker run
+            run = tracker.open(cell, progress, resume=rec_path.with_suffix(".pt").is_file())
+
+        def on_epoch(epoch: int, stats: dict) -> None:
+            progress.epoch(cell.id, epoch, cell.epochs)
+            if run is not None:
+                run.log_epoch(stats)
+
+        try:
+            rec = run_cell(cell, folder, device, command=command, quiet=True, compile=compile,
+                           data_cache={} if data_cache is None else data_cache, on_epoch=on_epoch,
+                           on_stage=lambda stage: progress.stage(cell.id, stage), lock=lock)
+        except BaseException:
+            if run is not None:
+                run.stopped()
+            raise
+        if rec["status"] == "lost":  # our lease was taken over: the other run records the cell
+            if run is not None:
+                run.stopped()
+            return "busy", None
+        if run is not None:
+            run.finish(rec, folder)
+        return ("done" if rec["status"] == "ok" else "failed"), rec
+    finally:
+        lock.release()
+
+
 def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int, int] = (0, 1),
-             force: bool = False, quiet: bool = False, command: str = "", compile: bool = False) -> dict[str, Any]:
-    """Run every cell of ``grid`` in this shard; returns counts and the failed records."""
+             force: bool = False, quiet: bool = False, command: str = "", compile: bool | str = False,
+             tracker: Any = None, execute: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run every cell of ``grid`` in this shard; returns counts and the failed records. ``tracker`` (see
+    :mod:`latentbench.runner.track`) mirrors cells into a tracker; ``execute`` computes the cells to do
+    instead of this process (``latentbench run --workers N`` passes
+    :func:`latentbench.runner.workers.run_workers` with ``workers=N``)."""
     folder = Path(folder)
     (folder / "records").mkdir(parents=True, exist_ok=True)
     cells = shard_cells(grid.cells(), shard)
-    done = skipped = busy = 0
-    failed: list[dict[str, Any]] = []
-    data_cache: dict = {}
+    since = fs_clock(folder / "records")
+    todo = [c for c in cells if force or not is_finished(folder / "records" / f"{c.id}.json", c)]
     t0 = time.time()
-    bar = tqdm(cells, desc=f"grid {grid.name}", disable=quiet, unit="cell")
-    for cell in bar:
-        rec_path = folder / "records" / f"{cell.id}.json"
-        if not force and is_finished(rec_path):
-            skipped += 1
-            continue
-        lock = CellLock(rec_path.with_suffix(".lock"))
-        if not lock.acquire():
-            busy += 1
-            continue
+    if tracker is not None:
+        pending = {c.id for c in todo}
+        tracker.start_grid(grid, folder, [c for c in cells if c.id not in pending])
+    if execute is not None:
+        counts = execute(todo, folder, device, name=grid.name, force=force, quiet=quiet, command=command,
+                         compile=compile, tracker=tracker, since=since)
+    else:
+        counts = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
+        data_cache: dict = {}
+        progress = GridProgress(grid.name, len(todo), quiet=quiet)
+        pending, first = list(todo), True
         try:
-            if not force and is_finished(rec_path):  # another process finished it meanwhile
-                skipped += 1
-                continue
-            if force:
-                for suffix in (".pt",):
-                    rec_path.with_suffix(suffix).unlink(missing_ok=True)
-            bar.set_postfix_str(f"{cell.remedy} z={cell.latent} seed={cell.seed}")
-            rec = run_cell(cell, folder, device, command=command, quiet=True, compile=compile, data_cache=data_cache)
-            if rec["status"] == "ok":
-                done += 1
-            else:
-                failed.append(rec)
-                if not quiet:
-                    tqdm.write(f"latentbench: cell {cell.id} failed: {rec['error']}", file=sys.stderr)
+            while pending:  # after the first pass: cells held by other runs, until finished or free
+                if not first:
+                    time.sleep(min(5.0, lease_seconds() / 8))
+                busy = []
+                for cell in pending:
+                    outcome, rec = attempt_cell(cell, folder, device, progress, force=force and first,
+                                                command=command, compile=compile, data_cache=data_cache,
+                                                tracker=tracker, since=since)
+                    if outcome == "busy":
+                        busy.append(cell)
+                        continue
+                    progress.end(cell.id, outcome)
+                    if outcome == "failed":
+                        counts["failed"].append(rec)
+                        if not quiet:
+                            progress.write(f"latentbench: cell {cell.id} failed: {rec['error']}")
+                    else:
+                        counts[outcome] += 1
+                if busy and first:
+                    progress.write(f"latentbench: waiting for {len(busy)} cell(s) held by other runs "
+                                   f"(a dead run's lease expires within {lease_seconds():.0f}s)")
+                pending, first = busy, False
         finally:
-            lock.release()
-    return {"cells": len(cells), "done": done, "skipped": skipped, "busy": busy, "failed": failed,
-            "seconds": time.time() - t0}
+            progress.close()
+    counts["skipped"] += len(cells) - len(todo)
+    return {"cells": len(cells), **counts, "seconds": time.time() - t0}
 
 
 def save_grid(grid: Grid, folder: Path) -> Path:
