@@ -15,9 +15,11 @@ On the CPU each worker gets ``cores // N`` torch threads, so N workers do not ov
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import sys
 import time
 from multiprocessing.connection import Connection, wait
@@ -161,6 +163,8 @@ def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, worker
                 slot.proc.join()
                 slot.conn.close()
                 slots.remove(slot)
+                if slot.token is None and slot.cell is not None:  # it may have died between claim and report
+                    slot.token = _orphan_token(folder, slot.cell, slot.proc.pid)
                 if slot.token is not None:  # it died holding a claimed cell
                     _record_dead(slot, folder, device, command, progress, counts)
                 elif slot.cell is not None:  # it died before claiming its cell: hand the cell out again
@@ -229,6 +233,19 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
                     progress.write(f"latentbench: cell {cell_id} failed: {error}")
             else:
                 counts[outcome] += 1
+
+
+def _orphan_token(folder: Path, cell: Cell, pid: int | None) -> str | None:
+    """The lease token of ``cell``'s lock if process ``pid`` of this host made it: a worker that died
+    after claiming the cell but before reporting the claim (another process reusing the pid would have
+    to claim this very cell in the moment since)."""
+    try:
+        info = json.loads((Path(folder) / "records" / f"{cell.id}.lock").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(info, dict) and info.get("pid") == pid and info.get("host") == socket.gethostname():
+        return info.get("token")
+    return None
 
 
 def _release(folder: Path, cell: Cell, token: str) -> None:
