@@ -49,12 +49,23 @@ def make_storage(storage: str | None, study: str):
                 raise UserError(f"cannot open Optuna storage {storage!r}: {first}; check the URL, the server "
                                 "and its driver (postgresql needs psycopg2-binary)") from None
     path = Path(storage)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UserError(f"--storage {storage} is a folder; give a journal file path such as runs/tune/{study}.log")
     try:
-        from optuna.storages.journal import JournalFileBackend
-    except ImportError:  # optuna < 4
-        from optuna.storages import JournalFileStorage as JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            from optuna.storages.journal import JournalFileBackend
+        except ImportError:  # optuna < 4
+            from optuna.storages import JournalFileStorage as JournalFileBackend
+        backend = JournalFileBackend(str(path))
+    except OSError as exc:
+        raise UserError(f"cannot write the Optuna journal {storage}: {exc.strerror or exc}; "
+                        "give a writable --storage path") from None
+    try:
+        return optuna.storages.JournalStorage(backend)
+    except Exception as exc:  # noqa: BLE001 - a binary or malformed file fails in many ways
+        raise UserError(f"{storage} is not an Optuna journal ({type(exc).__name__} while reading it); "
+                        "point --storage at a journal file, or at a new path") from None
 
 
 def _with_driver(url: str) -> str:
@@ -80,23 +91,63 @@ def make_sampler(name: str, seed: int):
 
 
 def build_study(name: str, storage: str | None, direction: str = "minimize", sampler: str = "tpe",
-                seed: int = 0, warmup_epochs: int = 1):
-    """Create or join a study with latentbench's pruner (median over earlier trials, per epoch)."""
+                seed: int = 0, warmup_epochs: int = 1, *, base=None, metric: str | None = None):
+    """Create or join a study with latentbench's pruner (median over earlier trials, per epoch).
+
+    With ``base`` (the cell being tuned) and ``metric``, a new study records them as user attributes
+    and an existing one must match them: trials of other settings are never mixed in one study.
+    """
     import optuna
 
     if direction not in ("minimize", "maximize"):
         raise UserError(f"--direction must be minimize or maximize, got {direction!r}")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup_epochs)
-    return optuna.create_study(study_name=name, storage=make_storage(storage, name), load_if_exists=True,
-                               direction=direction, sampler=make_sampler(sampler, seed), pruner=pruner)
+    study = optuna.create_study(study_name=name, storage=make_storage(storage, name), load_if_exists=True,
+                                direction=direction, sampler=make_sampler(sampler, seed), pruner=pruner)
+    if base is not None:
+        attrs = {"metric": metric, "settings": _study_settings(base)}
+        old = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
+        clash = [k for k, v in old.items() if v != attrs[k]]
+        if clash or (old and study.direction.name.lower() != direction):
+            raise UserError(f"study {name!r} was tuned with other settings ({_describe(old, attrs, clash)}); "
+                            "give another --study name")
+        for k, v in attrs.items():
+            if k not in old:
+                study.set_user_attr(k, v)
+    return study
 
 
-def suggest(trial, remedy_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(remedy params, shared knobs) for one trial."""
+def _study_settings(base) -> dict[str, Any]:
+    """What every trial of one study shares: the cell without the knobs that trials draw."""
+    d = base.to_dict()
+    for k in ("remedy_params", *SHARED_KNOBS):
+        d.pop(k, None)
+    return d
+
+
+def _describe(old: dict[str, Any], new: dict[str, Any], clash: list[str]) -> str:
+    if "metric" in clash:
+        return f"metric {old['metric']} vs {new['metric']}"
+    if "settings" in clash:
+        a, b = old["settings"], new["settings"]
+        return ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    return "its direction"
+
+
+def knob_choices(epochs: int) -> dict[str, list[Any]]:
+    """The shared knobs' choices for a cell of ``epochs``: a KL warm-up never longer than training."""
+    out = dict(SHARED_KNOBS)
+    if "kl_warmup" in out:
+        out["kl_warmup"] = [v for v in out["kl_warmup"] if v <= epochs] or [0]
+    return out
+
+
+def suggest(trial, remedy_name: str, epochs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(remedy params, shared knobs) for one trial of a cell trained for ``epochs``."""
     from latentbench.registry import REMEDIES
 
     remedy_params = REMEDIES.get(remedy_name).search_space(trial)
-    shared = {k: trial.suggest_categorical(k, v) for k, v in SHARED_KNOBS.items()}
+    shared = {k: trial.suggest_categorical(k, v) for k, v in knob_choices(epochs).items()}
     return remedy_params, shared
 
 
@@ -115,7 +166,7 @@ def make_objective(base, metric: str, direction: str, device, quiet: bool = True
     sign = -1.0 if direction == "minimize" else 1.0  # report ELBO so that "better" matches the study
 
     def objective(trial) -> float:
-        remedy_params, shared = suggest(trial, base.remedy)
+        remedy_params, shared = suggest(trial, base.remedy, base.epochs)
         cell = replace(base, remedy_params={**base.remedy_params, **remedy_params}, **shared)
 
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
@@ -138,19 +189,48 @@ def make_objective(base, metric: str, direction: str, device, quiet: bool = True
     return objective
 
 
-def best_grid(study, base):
-    """The best trial's parameters as a grid spec that ``latentbench run`` accepts."""
+def board_cell(board: str | Path | None = None) -> dict[str, Any]:
+    """The settings of a board's cells: from a TOML spec, or a run or leaderboard folder's records
+    (its main settings); by default the shipped ``baselines/digits.toml``."""
+    from latentbench.spec import load_grid
+
+    path = Path(board) if board else Path(__file__).resolve().parent / "baselines" / "digits.toml"
+    if path.is_dir():
+        from latentbench.report.compare import split_settings
+        from latentbench.runner.records import read_records
+
+        groups = split_settings(read_records([path], skip_bad=True))
+        if not groups:
+            raise UserError(f"--board {path}: no successful records to take the scoring settings from")
+        return groups[0][0]["cell"]
+    if not path.is_file():
+        raise UserError(f"--board {path}: not found; give a spec TOML or a run / leaderboard folder")
+    cells = load_grid(path).cells()
+    if not cells:
+        raise UserError(f"--board {path}: the spec has no cells")
+    return cells[0].to_dict()
+
+
+SCORING = ("n_samples", "iw_k", "features")
+
+
+def best_grid(study, base, board: dict[str, Any] | None = None):
+    """The best trial's parameters as a grid spec that ``latentbench run`` accepts, scored with the
+    board's scoring settings (``board``: a cell dict, see :func:`board_cell`) so that its runs can be
+    ranked beside the board; the tuning's own small sample counts stay in the study."""
     from latentbench.registry import REMEDIES
-    from latentbench.spec import Grid
+    from latentbench.spec import Grid, cell_fields
 
     best = study.best_trial
     remedy_keys = set(REMEDIES.get(base.remedy).params)
     remedy_params = {k: v for k, v in best.params.items() if k in remedy_keys}
     shared = {k: v for k, v in best.params.items() if k in SHARED_KNOBS}
-    keep = ("dataset", "arch", "epochs", "likelihood", "sigma", "n_samples", "iw_k", "early_stop")
     cell = base.to_dict()
-    gbase = {k: cell[k] for k in keep}
+    gbase = {f.name: cell[f.name] for f in (*cell_fields("top"), *cell_fields("score"))
+             if f.name in cell and not (f.metadata.get("new") and cell[f.name] == f.default)}
     gbase.update(shared)
+    if board:
+        gbase.update({k: board[k] for k in SCORING if k in board})
     if base.net:
         gbase["net"] = base.net
     if base.data:
@@ -159,6 +239,50 @@ def best_grid(study, base):
                 seeds=[base.seed], base=gbase, remedy_params={base.remedy: {**base.remedy_params, **remedy_params}})
 
 
+def board_differences(grid, board: dict[str, Any]) -> list[str]:
+    """'field spec-value (board board-value)' for each setting that keeps the spec's runs from being
+    ranked beside the board (see :mod:`latentbench.report.compare`)."""
+    from latentbench.report.compare import settings
+
+    ours = settings({"cell": grid.cells()[0].to_dict()})
+    theirs = settings({"cell": board})
+    return [f"{k} {ours[k]} (board {theirs.get(k)})" for k in sorted(ours) if ours[k] != theirs.get(k)]
+
+
 def trials_frame(study):
-    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+    """One row per trial: number, state, the study's metric by name, duration in seconds, the drawn
+    parameters (``params_*``) and every other metric the trial stored."""
+    import pandas as pd
+
+    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
+    if df.empty:
+        return df
+    metric = study.user_attrs.get("metric") or "value"
+    df = df.rename(columns={"value": metric})
+    if "duration" in df:
+        df.insert(3, "duration_s", pd.to_timedelta(df.pop("duration")).dt.total_seconds().round(1))
+    attrs = {c: c[len("user_attrs_"):] for c in df.columns if c.startswith("user_attrs_")}
+    df = df.drop(columns=[c for c, m in attrs.items() if m == metric]).rename(columns=attrs)
     return df
+
+
+def studies_frame(storages: list[str]):
+    """One row per study in the given storages: its metric, direction, trial counts and best value."""
+    import optuna
+    import pandas as pd
+
+    rows = []
+    for storage in storages:
+        st = make_storage(storage, "")
+        for name in sorted(optuna.study.get_all_study_names(st)):
+            study = optuna.load_study(study_name=name, storage=st)
+            states = [t.state.name for t in study.trials]
+            done = [t for t in study.trials if t.state.name == "COMPLETE"]
+            best = (min if study.direction.name == "MINIMIZE" else max)((t.value for t in done), default=None)
+            s = study.user_attrs.get("settings", {})
+            rows.append({"study": name, "storage": storage, "metric": study.user_attrs.get("metric", "?"),
+                         "direction": study.direction.name.lower(), "best": best,
+                         "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+                         "failed": states.count("FAIL"), "remedy": s.get("remedy", ""), "latent": s.get("latent", ""),
+                         "epochs": s.get("epochs", "")})
+    return pd.DataFrame(rows)

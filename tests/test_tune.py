@@ -74,16 +74,62 @@ def test_pruning_happens_on_a_crafted_objective(tmp_path):
 
 def test_best_spec_round_trips_into_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main([*TUNE, "--trials", "2", "--study", "rt", "--sampler", "random"]) == 0
+    (tmp_path / "board.toml").write_text('name = "b"\nremedies = ["vae"]\nlatents = ["2"]\nepochs = 2\n'
+                                         '[score]\nn_samples = 200\niw_k = 5\n')
+    assert main([*TUNE, "--trials", "2", "--study", "rt", "--sampler", "random", "--board", "board.toml"]) == 0
+    out = capsys.readouterr().out
     best = tmp_path / "best-rt.toml"
     grid = load_grid(best)
     cell = grid.cells()[0]
+    # the spec says when a tuned shared knob keeps its runs from ranking beside the board
+    assert ("note: its runs differ from the board in" in out) == ((cell.lr, cell.batch_size, cell.kl_warmup) != (1e-3, 128, 0))
     assert cell.remedy == "beta_vae" and "beta" in cell.remedy_params and cell.epochs == 2
+    assert (cell.n_samples, cell.iw_k) == (200, 5)  # the board's scoring, not the tuning's 150
     assert main(["run", str(best), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     rec = next((tmp_path / "run" / "records").glob("*.json")).read_text()
     assert f'"beta": {cell.remedy_params["beta"]}' in rec
+    capsys.readouterr()
     assert main(["tune", "--show", "--study", "rt"]) == 0
-    assert "params_beta" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    head = [c.strip() for c in out.splitlines()[1].split("|")]
+    assert "fid_prior, minimize" in out and "params_beta" in head and "value" not in head
+    assert {"fid_prior", "duration_s", "hole_fraction"} <= set(head)  # the metric by name, seconds, other metrics
+    assert main(["tune", "--show"]) == 0  # no --study: the studies in runs/tune
+    out = capsys.readouterr().out
+    assert "| rt " in out and "fid_prior" in out and "| beta_vae " in out
+    assert main([*TUNE[:6], "3", *TUNE[7:], "--trials", "1", "--study", "rt"]) == 2  # other epochs, same study
+    assert "study 'rt' was tuned with other settings (epochs 2 vs 3)" in capsys.readouterr().err
+
+
+def test_trials_never_draw_a_kl_warmup_longer_than_training():
+    from latentbench.tune import knob_choices, suggest
+
+    assert knob_choices(2)["kl_warmup"] == [0] and knob_choices(10)["kl_warmup"] == [0, 10]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: float(suggest(t, "vae", 5)[1]["kl_warmup"]), n_trials=15)
+    assert {t.params["kl_warmup"] for t in study.trials} == {0}
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--arch", "nosuch"], "unknown net 'nosuch'"),
+    (["--metric", "nosuch"], "unknown metric 'nosuch'"),
+    (["--storage", "binary.log"], "is not an Optuna journal"),
+    (["--storage", "malformed.log"], "is not an Optuna journal"),
+    (["--show", "--storage", "malformed.log"], "is not an Optuna journal"),
+    (["--show", "--study", "x", "--storage", "binary.log"], "is not an Optuna journal"),
+    (["--storage", "/proc/latentbench-tune.log"], "cannot write the Optuna journal"),
+    (["--storage", "."], "is a folder"),
+    (["--out", "."], "is a folder"),
+])
+def test_tune_errors_are_one_line_and_write_nothing(extra, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.log").write_bytes(bytes(range(256)))
+    (tmp_path / "malformed.log").write_text('{"op_code": 0, "worker_id": "w"\nnot json\n')
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main([*TUNE, "--trials", "1", *extra]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
+    assert len(err) == 1 and words in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 @pytest.mark.parametrize("url", ["postgresql://nobody@127.0.0.1:1/none", "nosuchdb://x/y"])

@@ -90,12 +90,12 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+def check_output_file(path: str | Path, flag: str = "--out", example: str = "leaderboard.md") -> Path:
     """A file path that can be written (atomically: its folder must be writable), checked before any
     work; a folder, a missing or read-only parent is one line naming the fix."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'leaderboard.md'}")
+        raise UserError(f"{flag} {path} is a folder; give a file path, e.g. {path / example}")
     base = _nearest_existing(path.parent)
     if not base.is_dir():
         raise UserError(f"{flag} {path}: {base} is a file, not a folder; choose another path")
