@@ -1,0 +1,91 @@
+"""``latentbench run --workers N``: cells in worker processes that claim them through the leases."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from latentbench.cli import main
+
+RUN = ["run", "--remedies", "vae", "--latents", "2,3,4", "--epochs", "2", "--n-samples", "150", "--iw-k", "4",
+       "--quiet"]
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "latentbench", *RUN, "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(cond, proc: subprocess.Popen, what: str, polls: int = 6000):
+    """Poll until ``cond()`` is truthy (a hang guard, not a speed check)."""
+    for _ in range(polls):
+        got = cond()
+        if got:
+            return got
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {what}: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no {what} after {polls} polls")
+
+
+def _lock_pid(out: Path) -> int | None:
+    """The pid of a process holding a cell's lease (the lease names it, for people)."""
+    for lock in (out / "records").glob("*.lock"):
+        try:
+            return int(json.loads(lock.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
+
+
+def test_two_workers_and_a_second_run_compute_every_cell_exactly_once(tmp_path):
+    out = tmp_path / "run"
+    workers = _start(out, "--workers", "2")
+    single = _start(out)  # a plain run on the same folder at the same time
+    outputs = [p.communicate(timeout=900) for p in (workers, single)]
+    assert workers.returncode == 0 and single.returncode == 0, outputs
+    ran = [int(re.search(r"(\d+) cells run", o).group(1)) for o, _ in outputs]
+    assert sum(ran) == 3 and ran[0] >= 1  # each cell once, and the workers computed some of them
+    records = sorted((out / "records").glob("*.json"))
+    assert len(records) == 3 and all(json.loads(r.read_text())["status"] == "ok" for r in records)
+    assert not list((out / "records").glob("*.lock"))
+
+
+def test_a_killed_worker_fails_its_cell_the_grid_goes_on_and_sigterm_stops_all_workers(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out, "--workers", "2")
+    victim = _wait_for(lambda: _lock_pid(out), proc, "a claimed cell")
+    assert victim != proc.pid  # cells are computed in the workers, not in the parent
+    os.kill(victim, signal.SIGKILL)
+
+    def failed_record():
+        for r in (out / "records").glob("*.json"):
+            rec = json.loads(r.read_text())
+            if rec["status"] == "failed":
+                return rec
+        return None
+
+    rec = _wait_for(failed_record, proc, "the dead worker's failed record")
+    assert "worker process computing this cell died (killed by signal SIGKILL)" in rec["error"]
+    others = _wait_for(lambda: [p for p in (_lock_pid(out),) if p and p != victim], proc, "a cell after the death")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "Run the same command again to resume" in err and "Traceback" not in err
+    assert not list((out / "records").glob("*.lock")) and not list((out / "records").glob(".tmp-*"))
+    for pid in others:  # every worker has exited
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_workers_below_one_is_one_line(tmp_path, capsys):
+    assert main([*RUN, "--out", str(tmp_path / "run"), "--workers", "0"]) == 2
+    assert "bad --workers 0" in capsys.readouterr().err
