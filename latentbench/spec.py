@@ -158,7 +158,8 @@ def validate_cell(cell: Cell) -> None:
         (cell.early_stop >= 0, f"early_stop must be >= 0, got {cell.early_stop}"),
         (0 < cell.val_fraction < 1, f"val_fraction must be in (0, 1), got {cell.val_fraction}"),
         (cell.sigma > 0, f"sigma must be > 0, got {cell.sigma}"),
-        (cell.n_samples >= 2, f"n_samples must be >= 2, got {cell.n_samples}"),
+        (cell.n_samples >= 4, f"n_samples {cell.n_samples} is too small to score: precision/recall need at least 4 "
+                              "samples per set (their 3 nearest neighbours); use --n-samples 4 or more"),
         (cell.iw_k >= 1, f"iw_k must be >= 1, got {cell.iw_k}"),
         (cell.features in ("domain", "inception"), f"features must be 'domain' or 'inception', got {cell.features!r}"),
         (cell.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cell.precision!r}"),

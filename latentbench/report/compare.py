@@ -27,7 +27,7 @@ from latentbench.spec import Cell
 
 CELL_FIELDS_EXEMPT = ("remedy", "remedy_params", "latent", "seed")
 SETTING_NOTES = ("scorer_version",)
-CELL_NOTES = ("feature_key", "n_prior", "n_post", "n_data", "iw_k")
+CELL_NOTES = ("feature_key", "n_prior", "n_post", "n_data", "iw_k", "n_geometry", "n_geometry_posteriors")
 # Flags of `latentbench run` that choose what runs and where, not how: replaced in a suggested command.
 _RUN_SELECTORS = ("--remedies", "--latents", "--seeds", "--out", "--shard", "--name")
 
