@@ -7,14 +7,16 @@ from latentbench.spec import Cell
 from latentbench.training.loop import load_checkpoint, train_cell
 
 BUILTINS = ["vae", "beta_vae", "mog_prior", "vamp", "flow_prior", "expost_gmm", "expost_flow", "two_stage"]
+# trained in tests/test_new_priors.py with small settings; here: registration, papers, search spaces
+NEW = ["ncp_prior", "expost_diffusion"]
 SMALL = {"two_stage": {"hidden": 32, "fit_epochs": 5}, "expost_flow": {"fit_epochs": 5, "hidden": 32}}
 
 
 def test_every_builtin_is_registered_and_cites_its_paper():
     import importlib
 
-    assert set(BUILTINS) <= set(list_remedies())
-    for name in BUILTINS:
+    assert set(BUILTINS + NEW) <= set(list_remedies())
+    for name in BUILTINS + NEW:
         cls = type(create_remedy(name))
         doc = importlib.import_module(cls.__module__).__doc__
         assert doc and any(ch.isdigit() for ch in doc) and ("Eq" in doc or "Sec" in doc), name
@@ -25,7 +27,7 @@ def test_unknown_remedy_parameter_names_the_known_ones():
         create_remedy("vamp", k=3)
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", BUILTINS + NEW)
 def test_search_space_suggests_only_known_parameters(name):
     import optuna
 

@@ -1,0 +1,138 @@
+"""The noise-contrastive prior (ncp_prior) and the ex-post diffusion prior (expost_diffusion)."""
+
+import math
+
+import pytest
+import torch
+
+from latentbench.latent import LatentShape
+from latentbench.priors.diffusion import DiffusionPrior
+from latentbench.priors.ncp import NCPPrior
+from latentbench.score.geometry import mmd2_unbiased
+from latentbench.spec import Cell
+from latentbench.training.loop import load_checkpoint, train_cell
+
+CENTERS = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]])
+SMALL = {"ncp_prior": {"fit_epochs": 20, "hidden": 32, "n_sir": 32},
+         "expost_diffusion": {"fit_epochs": 20, "hidden": 32, "depth": 1, "sample_steps": 20}}
+
+
+def _mixture(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return CENTERS[torch.randint(3, (n,), generator=g)] + 0.5 * torch.randn(n, 2, generator=g)
+
+
+def _mixture_log_prob(z: torch.Tensor) -> torch.Tensor:
+    comp = -0.5 * (z[:, None] - CENTERS[None]).pow(2).sum(-1) / 0.25 - math.log(2 * math.pi * 0.25)
+    return torch.logsumexp(comp, 1) - math.log(3)
+
+
+@pytest.fixture(scope="module")
+def ncp_2d():
+    prior = NCPPrior(LatentShape.parse("2"), hidden=64, epochs=100, batch_size=256, lr=2e-3, patience=100)
+    prior.fit(_mixture(3000, 0), torch.Generator().manual_seed(0))
+    return prior
+
+
+def test_ncp_recovers_a_2d_mixture_density_up_to_the_normaliser(ncp_2d):
+    z = _mixture(2000, 5)
+    with torch.no_grad():
+        gap = ncp_2d.log_prob(z) - _mixture_log_prob(z)
+        base_gap = -0.5 * (z.pow(2).sum(1) + 2 * math.log(2 * math.pi)) - _mixture_log_prob(z)
+    # log p_ncp - log p_true is nearly constant where the mixture lives (the density up to a constant)
+    assert gap.std() < 0.45 and gap.std() < 0.35 * base_gap.std(), (gap.std(), base_gap.std())
+    # and the Monte Carlo normaliser makes that constant close to zero
+    assert abs(gap.mean().item()) < 0.3, gap.mean()
+
+
+def test_ncp_density_integrates_to_one_with_its_monte_carlo_normaliser(ncp_2d):
+    axis = torch.linspace(-8, 8, 241)
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        mass = ncp_2d.log_prob(grid).exp().sum() * (16 / 240) ** 2
+    assert 0.9 < mass.item() < 1.1, mass.item()
+    assert "Monte Carlo" in ncp_2d.score_notes()["log_normaliser"]
+
+
+def test_ncp_sir_samples_match_the_mixture(ncp_2d):
+    held = _mixture(1000, 7)
+    s = ncp_2d.sample(1000, torch.Generator().manual_seed(1))
+    assert mmd2_unbiased(s, held) < 0.2 * mmd2_unbiased(torch.randn(1000, 2), held)
+
+
+def test_ncp_finds_the_informative_subspace_of_a_large_latent():
+    """D = 512: two informative directions (a 3-cluster mixture) hidden among 510 unused ones whose
+    posteriors are N(0, 1); the classifier works on the means' principal directions."""
+    d, n = 512, 1500
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(d, 2, generator=g)).Q.T  # (2, D), orthonormal rows
+    mu = torch.zeros(n, d)
+    mu += _mixture(n, 1) @ basis
+    logvar = torch.zeros(n, d) + 0.0
+    logvar += (math.log(0.01) * basis.pow(2).sum(0))  # tight posteriors along the informative plane
+    prior = NCPPrior(LatentShape.parse(str(d)), hidden=64, max_dim=8, epochs=60, batch_size=512, n_sir=128)
+    prior.fit_posterior(mu, logvar, torch.Generator().manual_seed(0), codes="sample")
+    overlap = (prior.components[:2] @ basis.T).svd().S  # cosines of the principal angles
+    assert overlap.min() > 0.99, overlap
+    s = prior.sample(800, torch.Generator().manual_seed(2))
+    held = _mixture(800, 9)
+    assert mmd2_unbiased(s @ basis.T, held) < 0.25 * mmd2_unbiased(torch.randn(800, d) @ basis.T, held)
+    # the unused directions keep the base prior's N(0, 1)
+    rest = s - (s @ basis.T) @ basis
+    assert abs(rest.pow(2).sum(1).mean().item() / (d - 2) - 1.0) < 0.05
+
+
+def test_diffusion_samples_match_a_known_2d_distribution_by_mmd():
+    prior = DiffusionPrior(LatentShape.parse("2"), hidden=64, depth=2, epochs=80, batch_size=512, lr=2e-3,
+                           sample_steps=50)
+    prior.fit(_mixture(3000, 0), torch.Generator().manual_seed(0))
+    held = _mixture(1000, 7)
+    s = prior.sample(1000, torch.Generator().manual_seed(1))
+    assert s.shape == (1000, 2)
+    assert mmd2_unbiased(s, held) < 0.1 * mmd2_unbiased(torch.randn(1000, 2), held)
+    # same generator, same samples
+    assert torch.equal(prior.sample(5, torch.Generator().manual_seed(3)), prior.sample(5, torch.Generator().manual_seed(3)))
+
+
+def test_diffusion_prior_has_no_log_prob():
+    prior = DiffusionPrior(LatentShape.parse("3"))
+    assert prior.has_log_prob is False and NCPPrior.has_log_prob is True
+    with pytest.raises(NotImplementedError):
+        prior.log_prob(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="sample_steps"):
+        DiffusionPrior(LatentShape.parse("3"), timesteps=10, sample_steps=20)
+
+
+@pytest.mark.parametrize("name", ["ncp_prior", "expost_diffusion"])
+def test_new_remedy_trains_on_digits_at_latent_2(name, cpu):
+    cell = Cell(remedy=name, latent="2", epochs=2, net={"hidden": [32]}, remedy_params=SMALL[name])
+    model, _, _ = train_cell(cell, cpu, quiet=True)
+    s = model.generative_prior.sample(7)
+    assert s.shape == (7, 2) and torch.isfinite(s).all()
+    if model.generative_prior.has_log_prob:
+        assert torch.isfinite(model.generative_prior.log_prob(s)).all()
+
+
+@pytest.mark.parametrize("name", ["ncp_prior", "expost_diffusion"])
+def test_new_remedy_trains_with_a_spatial_latent_on_synthetic_16x16(name, cpu):
+    cell = Cell(remedy=name, dataset="synthetic", arch="conv", latent="4x4x2", epochs=2,
+                data={"n_train": 128, "n_test": 32, "size": 16}, net={"channels": 8}, remedy_params=SMALL[name])
+    model, _, _ = train_cell(cell, cpu, quiet=True)
+    s = model.generative_prior.sample(3)
+    assert s.shape == (3, 2, 4, 4) and torch.isfinite(s).all()
+    assert model.decode_mean(s).shape == (3, 1, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["ncp_prior", "expost_diffusion"])
+def test_checkpoint_round_trip_gives_identical_samples(name, cpu, tmp_path):
+    cell = Cell(remedy=name, latent="3", epochs=2, net={"hidden": [32]}, remedy_params=SMALL[name])
+    ckpt = tmp_path / "c.pt"
+    model, _, _ = train_cell(cell, cpu, checkpoint=ckpt, quiet=True)
+    loaded, _, _ = load_checkpoint(ckpt, cpu)
+    assert type(loaded.expost) is type(model.expost)
+    a = model.generative_prior.sample(20, torch.Generator().manual_seed(3))
+    b = loaded.generative_prior.sample(20, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    if name == "ncp_prior":
+        z = torch.randn(5, 3)
+        assert torch.equal(model.expost.log_prob(z), loaded.expost.log_prob(z))
