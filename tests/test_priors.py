@@ -162,3 +162,28 @@ def test_mixture_log_prob_paths_agree():
     finally:
         base.DIRECT_LIMIT = old
     assert math.isfinite(direct.sum().item())
+
+
+def test_expost_priors_fit_the_aggregate_posterior_not_the_means():
+    """Unused dimensions (mu = 0, sigma = 1) beside used ones: a GMM fitted on posterior means puts
+    almost no variance there, so log p of z ~ q(z) is far below log q; fitted on z ~ q(z|x) (the
+    default of every ex-post remedy) it is a density of q(z)."""
+    from latentbench import create_remedy
+
+    g = torch.Generator().manual_seed(0)
+    n, used, d = 1500, 2, 12
+    mu = torch.zeros(n, d)
+    mu[:, :used] = _toy_codes(used, n)
+    logvar = torch.zeros(n, d)
+    logvar[:, :used] = math.log(0.01)
+    held = mu + torch.exp(0.5 * logvar) * torch.randn(n, d, generator=g)  # z ~ q(z)
+    gaps = {}
+    for codes in ("mean", "sample"):
+        prior = ExpostGMMPrior(LatentShape.parse(str(d)), reg_covar=1e-6)
+        prior.fit_posterior(mu, logvar, torch.Generator().manual_seed(1), codes=codes)
+        with torch.no_grad():
+            gaps[codes] = (StandardNormal(LatentShape.parse(str(d))).log_prob(held) - prior.log_prob(held)).mean().item()
+    # the N(0, I) prior is within a few nats of q here; the means' GMM is thousands of nats worse
+    assert gaps["mean"] > 1000 and gaps["sample"] < 0, gaps
+    for name in ("expost_gmm", "expost_flow", "two_stage", "ncp_prior", "expost_diffusion"):
+        assert create_remedy(name).expost_codes == "sample", name
