@@ -22,8 +22,10 @@ class ExpostDiffusionRemedy(Remedy):
 
     name = "expost_diffusion"
     description = "Plain VAE + DDPM fitted on the codes after training (Ho et al. 2020; Vahdat et al. 2021)"
-    params = {"codes": "sample", "hidden": 256, "depth": 3, "timesteps": 1000, "sample_steps": 100,
-              "fit_epochs": 400}
+    # sized for the default digits grid: ~4 s of fitting per cell on 2 cores (hidden 256, depth 3,
+    # 400 epochs took 13 s for fid_prior 4.56 vs 4.52 at latent 8)
+    params = {"codes": "sample", "hidden": 128, "depth": 2, "timesteps": 1000, "sample_steps": 100,
+              "fit_epochs": 150}
 
     def build_expost(self, latent):
         return DiffusionPrior(latent, hidden=int(self.p["hidden"]), depth=int(self.p["depth"]),
