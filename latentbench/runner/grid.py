@@ -103,10 +103,17 @@ def fs_clock(folder: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
+# the files of a cell written through latentbench.atomic (temp name ``.tmp-<name>.<random>``)
+PARTIAL_SUFFIXES = ("json", "pt", "samples.npz")
+
+
 def remove_partial_writes(folder: Path, cell: Cell) -> None:
-    """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this)."""
-    for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.*"):
-        p.unlink(missing_ok=True)
+    """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this): its
+    record, checkpoint and samples, never a lock's temp file (``.tmp-<id>.lock.<token>``), which belongs
+    to another run claiming or judging the lease at this moment."""
+    for suffix in PARTIAL_SUFFIXES:
+        for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.{suffix}.*"):
+            p.unlink(missing_ok=True)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -124,9 +131,9 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     """Train, fit, score and record one cell; a failure becomes a failed record.
 
     ``on_epoch(epoch, stats)`` follows training and ``on_stage(name)`` the scoring stages. With
-    ``lock``, the record is written only while its lease is still this run's (otherwise the returned
-    record has ``status`` ``lost``). A record that cannot be written (disk full) is returned failed with
-    a one-line error and the grid goes on."""
+    ``lock``, the record and the sample snapshot are written only while its lease is still this run's
+    (otherwise the returned record has ``status`` ``lost``). A record that cannot be written (disk full)
+    is returned failed with a one-line error and the grid goes on."""
     from latentbench.score.sampling import sample_snapshot
     from latentbench.score.scorer import score_model
     from latentbench.training.loop import train_cell
@@ -135,6 +142,7 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     prov = provenance(device, command, started)
     rec_path = folder / "records" / f"{cell.id}.json"
     remove_partial_writes(folder, cell)
+    snap = None
     try:
         key = (cell.dataset, cell.seed, json.dumps(cell.data, sort_keys=True))
         if key not in data_cache:
@@ -150,7 +158,6 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         notes.update({"epochs_run": info["epochs_run"], "stopped_early": info["stopped_early"],
                       "final_val_elbo": info["history"][-1]["val_elbo"] if info["history"] else None})
         snap = sample_snapshot(model, data.test, cell.seed)
-        _save_npz(folder / "records" / f"{cell.id}.samples.npz", snap)
         rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing, prov=prov)
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -165,6 +172,11 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     rec["timing"]["total_s"] = time.time() - started
     if lock is not None and not lock.owned():  # stalled past the lease: another run has the cell now
         return {**rec, "status": "lost", "error": f"lease on {cell.id} was taken over by another run"}
+    if snap is not None:  # written only by the lease's owner, like the record
+        try:
+            _save_npz(folder / "records" / f"{cell.id}.samples.npz", snap)
+        except UserError as exc:
+            rec = make_record(cell, status="failed", error=str(exc), prov=prov, timing=rec["timing"])
     try:
         write_record(rec_path, rec)
     except UserError as exc:  # disk full, folder gone read-only: this cell fails, the grid goes on
@@ -182,8 +194,9 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
 
 def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, *, force: bool = False,
                  command: str = "", compile: bool | str = False, data_cache: dict | None = None,
-                 tracker: Any = None, since: float | None = None) -> tuple[str, dict[str, Any] | None]:
-    """Claim ``cell`` through its lease and compute it. Returns (outcome, record): ``done`` or ``failed``
+                 tracker: Any = None, since: float | None = None,
+                 token: str | None = None) -> tuple[str, dict[str, Any] | None]:
+    """Claim ``cell`` through its lease (with owner ``token`` if given) and compute it. Returns (outcome, record): ``done`` or ``failed``
     with the record; ``skipped`` (finished already) or ``busy`` (another run holds it) with None.
     ``since`` is the file system's clock when the run started (:func:`fs_clock`): a failed record
     written after it by a concurrent run is returned as ``failed``, not recomputed.
@@ -196,7 +209,7 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
         return "skipped", None
     if (other := failed_meanwhile(rec_path, since)) is not None:
         return "failed", other
-    lock = CellLock(rec_path.with_suffix(".lock"))
+    lock = CellLock(rec_path.with_suffix(".lock"), token=token)
     if not lock.acquire():
         return "busy", None
     try:
