@@ -120,6 +120,18 @@ def test_a_run_whose_lease_was_taken_over_writes_neither_record_nor_samples(tmp_
     assert rec["status"] == "ok" and (records / f"{cell.id}.samples.npz").is_file()
 
 
+def test_a_cell_waited_for_and_finished_by_another_run_is_counted_as_such(tmp_path, cpu, monkeypatch):
+    import latentbench.runner.grid as grid_mod
+    from latentbench.spec import Grid
+
+    outcomes = iter(["busy", "busy", "skipped"])  # held by another run twice, then finished there
+    monkeypatch.setattr(grid_mod, "attempt_cell", lambda *a, **k: (next(outcomes), None))
+    monkeypatch.setenv("LATENTBENCH_LEASE_S", "0.8")
+    g = Grid(name="w", remedies=["vae"], latents=["2"], seeds=[0], base={"epochs": 1, "n_samples": 100})
+    s = grid_mod.run_grid(g, tmp_path, cpu, quiet=True)
+    assert (s["busy"], s["skipped"], s["done"]) == (1, 0, 0)
+
+
 def test_a_bad_lease_setting_is_one_line(monkeypatch):
     from latentbench.errors import UserError
     from latentbench.runner.locks import lease_seconds

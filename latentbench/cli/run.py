@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"Run the same command again to resume.", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     print(f"{folder}: {summary['done']} cells run, {summary['skipped']} already done, "
-          f"{summary['busy']} held by another process, {len(summary['failed'])} failed "
+          f"{summary['busy']} finished by another run meanwhile, {len(summary['failed'])} failed "
           f"({summary['seconds']:.0f}s)")
     report_run(folder)
     if tracker is not None:

@@ -251,7 +251,8 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
 def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int, int] = (0, 1),
              force: bool = False, quiet: bool = False, command: str = "", compile: bool | str = False,
              tracker: Any = None, execute: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run every cell of ``grid`` in this shard; returns counts and the failed records. ``tracker`` (see
+    """Run every cell of ``grid`` in this shard; returns counts and the failed records (``busy``: cells
+    this run waited for that another run finished meanwhile). ``tracker`` (see
     :mod:`latentbench.runner.track`) mirrors cells into a tracker; ``execute`` computes the cells to do
     instead of this process (``latentbench run --workers N`` passes
     :func:`latentbench.runner.workers.run_workers` with ``workers=N``)."""
@@ -271,7 +272,7 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
         counts = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
         data_cache: dict = {}
         progress = GridProgress(grid.name, len(todo), quiet=quiet)
-        pending, first = list(todo), True
+        pending, first, waited = list(todo), True, set()
         try:
             while pending:  # after the first pass: cells held by other runs, until finished or free
                 if not first:
@@ -283,7 +284,10 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
                                                 tracker=tracker, since=since)
                     if outcome == "busy":
                         busy.append(cell)
+                        waited.add(cell.id)
                         continue
+                    if outcome == "skipped" and cell.id in waited:  # the other run finished it
+                        outcome = "busy"
                     progress.end(cell.id, outcome)
                     if outcome == "failed":
                         counts["failed"].append(rec)

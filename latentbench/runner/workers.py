@@ -120,6 +120,7 @@ class _Queue:
     def __init__(self, cells: list[Cell], force: bool) -> None:
         self.fresh = list(cells)
         self.held: list[tuple[float, Cell]] = []
+        self.waited: set[str] = set()  # ids of the cells held by another run at some point
         self.force = force
 
     def __bool__(self) -> bool:
@@ -129,6 +130,7 @@ class _Queue:
         self.fresh.insert(0, cell)
 
     def hold(self, cell: Cell) -> None:
+        self.waited.add(cell.id)
         self.held.append((time.time() + min(5.0, lease_seconds() / 8), cell))
 
     def next(self) -> tuple[Cell, bool] | None:
@@ -234,6 +236,8 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
                 counts["failed"].append({"id": cell_id, "error": error})
                 if not quiet:
                     progress.write(f"latentbench: cell {cell_id} failed: {error}")
+            elif outcome == "skipped" and cell_id in queue.waited:  # the other run finished it
+                counts["busy"] += 1
             else:
                 counts[outcome] += 1
 
