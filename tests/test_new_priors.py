@@ -136,3 +136,16 @@ def test_checkpoint_round_trip_gives_identical_samples(name, cpu, tmp_path):
     if name == "ncp_prior":
         z = torch.randn(5, 3)
         assert torch.equal(model.expost.log_prob(z), loaded.expost.log_prob(z))
+
+
+def test_train_cli_reports_kl_and_elbo_under_the_training_prior_for_a_diffusion_prior(cpu, tmp_path, capsys,
+                                                                                        monkeypatch):
+    from latentbench.cli import main
+    from latentbench.remedies.expost_diffusion import ExpostDiffusionRemedy
+
+    monkeypatch.setattr(ExpostDiffusionRemedy, "params", {**ExpostDiffusionRemedy.params, **SMALL["expost_diffusion"]})
+    assert main(["train", "--remedy", "expost_diffusion", "--latent", "2", "--epochs", "1", "--device", "cpu",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out"))
+    assert "under the training prior StandardNormal (DiffusionPrior has no log-density)" in line
+    assert "kl " in line and "elbo " in line and "nan" not in line
