@@ -263,8 +263,11 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
     todo = [c for c in cells if force or not is_finished(folder / "records" / f"{c.id}.json", c)]
     t0 = time.time()
     if tracker is not None:
+        from latentbench.runner.track import guarded
+
         pending = {c.id for c in todo}
-        tracker.start_grid(grid, folder, [c for c in cells if c.id not in pending])
+        if not guarded(tracker.start_grid, grid, folder, [c for c in cells if c.id not in pending]):
+            tracker = None  # the store is unreachable: the grid goes on untracked
     if execute is not None:
         counts = execute(todo, folder, device, name=grid.name, force=force, quiet=quiet, command=command,
                          compile=compile, tracker=tracker, since=since)
