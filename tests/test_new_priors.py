@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 from latentbench.priors.diffusion import DiffusionPrior
 from latentbench.priors.ncp import NCPPrior
@@ -99,8 +100,23 @@ def test_diffusion_prior_has_no_log_prob():
     assert prior.has_log_prob is False and NCPPrior.has_log_prob is True
     with pytest.raises(NotImplementedError):
         prior.log_prob(torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="sample_steps"):
+    with pytest.raises(UserError, match="sample_steps"):
         DiffusionPrior(LatentShape.parse("3"), timesteps=10, sample_steps=20)
+
+
+def test_ddpm_schedule_ends_in_noise_for_any_number_of_timesteps():
+    from latentbench.priors.diffusion import ddpm_betas
+
+    # the default T = 1000 keeps Ho et al.'s schedule exactly
+    assert torch.equal(ddpm_betas(1000), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    for t in (2, 10, 50, 100, 1000, 4000):
+        abar = torch.cumprod(1 - ddpm_betas(t), 0)
+        assert abar[-1] < 1e-3 and (ddpm_betas(t) < 1).all(), t  # 1e-4 .. 0.02 at T = 100 ended at 0.37
+    assert ddpm_betas(100)[0].item() == pytest.approx(1e-3)
+    with pytest.raises(UserError, match="sample_steps must be in 2..100"):
+        DiffusionPrior(LatentShape.parse("3"), timesteps=100, sample_steps=1)
+    with pytest.raises(UserError, match="timesteps must be at least 2"):
+        DiffusionPrior(LatentShape.parse("3"), timesteps=1, sample_steps=1)
 
 
 @pytest.mark.parametrize("name", ["ncp_prior", "expost_diffusion"])

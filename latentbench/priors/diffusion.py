@@ -4,8 +4,10 @@ The ex-post form of latent score-based priors (Vahdat et al. 2021, "Score-based 
 in Latent Space", who train the latent diffusion jointly; here it is fitted after training, like the
 other ex-post priors). The diffusion is Ho et al. 2020, "Denoising Diffusion Probabilistic Models":
 
-- forward: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, linear beta schedule 1e-4 .. 0.02 over
-  ``timesteps`` (their Sec. 4), x_0 = the codes standardised per dimension;
+- forward: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, linear beta schedule 1e-4 .. 0.02 at
+  1000 ``timesteps`` (their Sec. 4), both ends scaled by 1000 / ``timesteps`` otherwise (Nichol &
+  Dhariwal 2021, "Improved DDPM", their linear schedule for any T; betas clipped at 0.999), so that
+  abar_T stays below 1e-3 and x_T is N(0, I) for any T; x_0 = the codes standardised per dimension;
 - objective: the simplified loss ||eps - eps_theta(x_t, t)||^2, t uniform (their Eq. 14);
 - sampler: their Alg. 2 on a respaced schedule of ``sample_steps`` evenly spaced timesteps (the
   respacing of Nichol & Dhariwal 2021, Sec. 4: beta'_i = 1 - abar_{tau_i} / abar_{tau_{i-1}}), with
@@ -33,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentbench.early_stop import EarlyStopping
+from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 from latentbench.priors.base import Prior
 
@@ -89,6 +92,16 @@ class ConvDenoiser(nn.Module):
         return self.out(h)
 
 
+def ddpm_betas(timesteps: int) -> torch.Tensor:
+    """The linear schedule 1e-4 .. 0.02 of Ho et al. at T = 1000, both ends scaled by 1000 / T for any
+    other T (Nichol & Dhariwal 2021), clipped at 0.999; float64. abar_T < 1e-3 for every T >= 2."""
+    scale = 1000.0 / timesteps
+    betas = torch.linspace(1e-4 * scale, 0.02 * scale, timesteps, dtype=torch.float64).clamp(max=0.999)
+    abar_T = torch.prod(1 - betas).item()
+    assert abar_T < 1e-3, f"abar_T = {abar_T} at T = {timesteps}: x_T is not N(0, I)"
+    return betas
+
+
 class DiffusionPrior(Prior):
     """DDPM on the standardised codes, fitted ex post; sampled with a respaced Alg. 2."""
 
@@ -99,8 +112,10 @@ class DiffusionPrior(Prior):
                  sample_steps: int = 100, epochs: int = 400, lr: float = 1e-3, batch_size: int = 256,
                  patience: int = 30, max_codes: int = 10000, conv_channels: int = 64) -> None:
         super().__init__(latent)
-        if not 1 <= sample_steps <= timesteps:
-            raise ValueError(f"sample_steps must be in 1..{timesteps}, got {sample_steps}")
+        if timesteps < 2:
+            raise UserError(f"expost_diffusion timesteps must be at least 2, got {timesteps}")
+        if not 2 <= sample_steps <= timesteps:  # the respaced sampler must start at t = T - 1
+            raise UserError(f"expost_diffusion sample_steps must be in 2..{timesteps} (timesteps), got {sample_steps}")
         self.timesteps, self.sample_steps = int(timesteps), int(sample_steps)
         self.epochs, self.lr, self.batch_size, self.patience, self.max_codes = epochs, lr, batch_size, patience, max_codes
         shape = latent.shape
@@ -108,7 +123,7 @@ class DiffusionPrior(Prior):
             self.net: nn.Module = ConvDenoiser(shape[0], conv_channels, depth)
         else:
             self.net = MLPDenoiser(latent.dim, hidden, depth)
-        betas = torch.linspace(1e-4, 0.02, self.timesteps, dtype=torch.float64)
+        betas = ddpm_betas(self.timesteps)
         self.register_buffer("abar", torch.cumprod(1 - betas, 0).float(), persistent=False)
         self.register_buffer("loc", torch.zeros(shape))
         self.register_buffer("scale", torch.ones(shape))
