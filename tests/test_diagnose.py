@@ -104,3 +104,21 @@ def test_diagnose_plots_in_chunks_without_a_full_svd(tmp_path, monkeypatch):
     assert "principal components" in how and (tmp_path / "c.png").stat().st_size > 5000
     _per_dimension(mu, logvar, torch.randn(300, d, generator=g), "vae", tmp_path / "d.png", mem_bytes=1 << 16)
     assert (tmp_path / "d.png").stat().st_size > 5000
+
+
+def test_diagnose_shows_the_records_sample_counts_beside_the_records_numbers(tiny_cell, cpu, tmp_path):
+    from latentbench.report.diagnose import SHOWN, diagnose_checkpoint
+    from latentbench.runner.records import make_record, write_record
+    from latentbench.score.scorer import SCORER_VERSION
+
+    cell = tiny_cell(latent="6")
+    ckpt = tmp_path / "m.pt"
+    train_cell(cell, cpu, checkpoint=ckpt, quiet=True)
+    metrics = {k: 0.5 for k in SHOWN} | {"sub_dims": 3, "active_units": 6, "hole_fraction": 0.2}
+    notes = {"n_prior": 111, "n_post": 111, "n_data": 111, "iw_k": 8, "n_geometry": 77,
+             "n_geometry_posteriors": 55, "scorer_version": SCORER_VERSION, "sub_coverage": 0.5}
+    write_record(ckpt.with_suffix(".json"), make_record(cell, status="ok", metrics=metrics, notes=notes))
+    report = diagnose_checkpoint(ckpt, tmp_path / "diag", cpu).read_text()
+    assert "numbers from the record beside the checkpoint (111 prior and 111" in report
+    assert "geometry on 77 samples per set over 55 held-out" in report
+    assert f"log N = {math.log(55):.2f}" in report

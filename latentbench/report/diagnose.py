@@ -213,22 +213,22 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path, su
     return how
 
 
-def _record_metrics(checkpoint: Path) -> dict[str, Any]:
-    """The metrics of the record written beside the checkpoint by this scorer version, if any."""
+def _record_metrics(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metrics and notes of the record written beside the checkpoint by this scorer version, if any."""
     from latentbench.errors import UserError
     from latentbench.runner.records import read_record
     from latentbench.score.scorer import SCORER_VERSION
 
     path = Path(checkpoint).with_suffix(".json")
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         rec = read_record(path)
     except UserError:
-        return {}
+        return {}, {}
     if rec.get("status") != "ok" or rec.get("notes", {}).get("scorer_version") != SCORER_VERSION:
-        return {}
-    return dict(rec.get("metrics", {}))
+        return {}, {}
+    return dict(rec.get("metrics", {})), dict(rec.get("notes", {}))
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -277,13 +277,15 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Pa
     data = load_data(cell.dataset, seed=cell.seed, **cell.data)
     out.mkdir(parents=True, exist_ok=True)
     ctx = ScoreContext(model, data, cell, device)
-    recorded = _record_metrics(checkpoint)
+    recorded, recorded_notes = _record_metrics(checkpoint)
     m = {k: recorded[k] if k in recorded else METRICS.get(k)(ctx) for k in SHOWN}
     s = ctx.samples()
     lat, sub = s["latents"], ctx.subspace()
     prior = model.generative_prior
     prior_name = f"{cell.remedy}: {type(prior).__name__}"
-    d, n_post = model.latent.dim, len(lat["mu"])
+    # numbers read from the record come with the record's sample counts (its machine's geometry caps)
+    notes = {**ctx.notes, **recorded_notes} if recorded else ctx.notes
+    d, n_post = model.latent.dim, int(notes.get("n_geometry_posteriors", len(lat["mu"])))
     picture, reading = verdict(m, d, n_post)
     has_spectrum = bool(sub["var_post"])
     if has_spectrum:
@@ -315,7 +317,6 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Pa
          f"{_fmt(m['fid_prior_post'], '.2f')} / {_fmt(m['fid_swap_sub'], '.2f')} / {_fmt(m['fid_swap_rest'], '.2f')}"),
     ]
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
-    notes = ctx.notes
     spectrum = ("![spectrum](spectrum.png)" if has_spectrum else "No informative direction (collapsed latent).")
     text = f"""# Diagnosis: {cell.remedy}, latent {cell.latent}, {cell.dataset}, seed {cell.seed}
 
