@@ -103,17 +103,35 @@ def fs_clock(folder: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
-# the files of a cell written through latentbench.atomic (temp name ``.tmp-<name>.<random>``)
-PARTIAL_SUFFIXES = ("json", "pt", "samples.npz")
+# a cell's files, ``<cell-id>.<suffix>``, written through latentbench.atomic (temp name ``.tmp-<name>.<random>``)
+CELL_FILES = ("json", "pt", "samples.npz")
 
 
 def remove_partial_writes(folder: Path, cell: Cell) -> None:
     """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this): its
     record, checkpoint and samples, never a lock's temp file (``.tmp-<id>.lock.<token>``), which belongs
     to another run claiming or judging the lease at this moment."""
-    for suffix in PARTIAL_SUFFIXES:
+    for suffix in CELL_FILES:
         for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.{suffix}.*"):
             p.unlink(missing_ok=True)
+
+
+def adopt_legacy_files(folder: Path, cells: list[Cell]) -> None:
+    """Give the files of cells whose id once included the data's location (``--data-root``,
+    ``--download``) the current id's names, so that the same grid resumes from them. A file already
+    there under the current name is kept; a cell whose old lease is held is left alone."""
+    records = Path(folder) / "records"
+    for cell in cells:
+        old = cell.legacy_id
+        if old == cell.id or (records / f"{old}.lock").exists():
+            continue
+        for suffix in CELL_FILES:
+            src = records / f"{old}.{suffix}"
+            try:
+                os.link(src, records / f"{cell.id}.{suffix}")  # never over an existing file
+            except OSError:  # not there, or the new name is taken
+                continue
+            src.unlink(missing_ok=True)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -259,6 +277,7 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
     folder = Path(folder)
     (folder / "records").mkdir(parents=True, exist_ok=True)
     cells = shard_cells(grid.cells(), shard)
+    adopt_legacy_files(folder, cells)
     since = fs_clock(folder / "records")
     todo = [c for c in cells if force or not is_finished(folder / "records" / f"{c.id}.json", c)]
     t0 = time.time()
