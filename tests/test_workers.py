@@ -49,7 +49,8 @@ def _lock_pid(out: Path) -> int | None:
 def test_two_workers_and_a_second_run_compute_every_cell_exactly_once(tmp_path):
     out = tmp_path / "run"
     workers = _start(out, "--workers", "2")
-    single = _start(out)  # a plain run on the same folder at the same time
+    _wait_for(lambda: _lock_pid(out), workers, "a cell claimed by a worker")  # the workers are under way
+    single = _start(out)  # then a plain run on the same folder at the same time
     outputs = [p.communicate(timeout=900) for p in (workers, single)]
     assert workers.returncode == 0 and single.returncode == 0, outputs
     ran = [int(re.search(r"(\d+) cells run", o).group(1)) for o, _ in outputs]
