@@ -95,6 +95,21 @@ def test_diffusion_samples_match_a_known_2d_distribution_by_mmd():
     assert torch.equal(prior.sample(5, torch.Generator().manual_seed(3)), prior.sample(5, torch.Generator().manual_seed(3)))
 
 
+def test_diffusion_sampler_keeps_its_x0_within_the_range_of_the_codes():
+    """A poor denoiser (here: scrambled) must not compound over the steps into samples far outside the
+    codes: the predicted x_0 is clipped to the standardised codes' range, so the last step lands in it."""
+    prior = DiffusionPrior(LatentShape.parse("4"), hidden=32, depth=1, epochs=2, timesteps=100, sample_steps=10)
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(300, 4, generator=g) * 2
+    prior.fit_posterior(mu, torch.full_like(mu, -4.0), g)
+    with torch.no_grad():
+        for p in prior.net.parameters():
+            p.mul_(50.0)
+        z = prior.sample(500, torch.Generator().manual_seed(1))
+    y = (z - prior.loc) / prior.scale
+    assert torch.isfinite(z).all() and y.abs().max() <= prior.x0_bound + 1e-4
+
+
 def test_diffusion_prior_has_no_log_prob():
     prior = DiffusionPrior(LatentShape.parse("3"))
     assert prior.has_log_prob is False and NCPPrior.has_log_prob is True

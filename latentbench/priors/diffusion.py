@@ -127,6 +127,7 @@ class DiffusionPrior(Prior):
         self.register_buffer("abar", torch.cumprod(1 - betas, 0).float(), persistent=False)
         self.register_buffer("loc", torch.zeros(shape))
         self.register_buffer("scale", torch.ones(shape))
+        self.register_buffer("x0_bound", torch.tensor(float("inf")))  # |standardised code| seen in the fit
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -169,6 +170,7 @@ class DiffusionPrior(Prior):
         # a fixed held-out draw (codes, timesteps, noise): the early-stopping loss is not noisier than it must be
         reps = max(1, 2048 // n_val)
         val_x0 = draw(iv.repeat(reps))
+        self.x0_bound.fill_(float(draw(perm).abs().max()))
         val_t = torch.randint(self.timesteps, (len(val_x0),), generator=g).to(dev)
         val_eps = torch.randn(val_x0.shape, generator=g).to(dev)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
@@ -208,8 +210,13 @@ class DiffusionPrior(Prior):
             ab_prev = abar[int(taus[i - 1])] if i > 0 else torch.tensor(1.0, dtype=torch.float64)
             beta = 1 - ab_t / ab_prev  # the respaced step's beta'
             eps = self.net(x, torch.full((n,), t, device=dev, dtype=torch.long))
-            # Alg. 2, line 4: x_{t-1} = (x_t - beta / sqrt(1 - abar_t) eps) / sqrt(1 - beta) + sigma z
-            x = (x - float(beta / (1 - ab_t).sqrt()) * eps) / float((1 - beta).sqrt())
+            # Alg. 2, line 4, written through the predicted x_0 (Ho et al. Eqs. 6-7 and 15): the same
+            # step, except that x_0 is clipped to the range of the standardised training codes, as
+            # Ho et al.'s released sampler clips to the data range; without the clip a poor eps at
+            # large D compounds over the steps into samples far outside the codes.
+            x0 = ((x - float((1 - ab_t).sqrt()) * eps) / float(ab_t.sqrt())).clamp(-self.x0_bound, self.x0_bound)
+            x = (float(ab_prev.sqrt() * beta / (1 - ab_t)) * x0
+                 + float((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab_t)) * x)
             if i > 0:
                 var = float(beta * (1 - ab_prev) / (1 - ab_t))  # beta~: the forward posterior's variance
                 x = x + math.sqrt(var) * torch.randn(x.shape, generator=generator).to(dev)
