@@ -68,10 +68,10 @@ def precision(dev: torch.device, name: str = "fp32") -> Iterator[None]:
 
 
 # ---- memory bounds -----------------------------------------------------------------------------
-# Scoring, decoding and the ex-post code budget batch to a byte bound taken from the device. The bound
-# only sets batch sizes, never a number in a record (results do not depend on it beyond float noise),
-# except the latent-geometry sample count, which follows the stable bound (see ``stable_memory_bytes``)
-# and is recorded in the notes.
+# Scoring, decoding and ex-post fitting batch to a byte bound taken from the device (or ``--memory-gb``).
+# The bound only sets batch sizes, never a number in a record (results do not depend on it beyond float
+# noise), except the latent-geometry sample counts, which follow the stable bound (see
+# ``stable_memory_bytes``; ``--memory-gb`` does not move it) and are recorded in the notes.
 MEMORY_ENV = "LATENTBENCH_MEMORY_GB"
 CUDA_FREE_FRACTION = 0.5  # of free CUDA memory: room for the model, the allocator and torch-fidelity
 CPU_AVAILABLE_FRACTION = 0.25  # of available RAM: other processes, copies made by numpy/torch-fidelity
@@ -145,10 +145,8 @@ def memory_bytes(dev: torch.device) -> int:
 
 def stable_memory_bytes(dev: torch.device) -> int:
     """Like :func:`memory_bytes`, but from the device's total memory, so that it is the same on every
-    run on one machine: it sets how many latents the geometry metrics use, which changes numbers."""
-    override = _override_bytes()
-    if override is not None:
-        return override
+    run on one machine: it sets how many latents the geometry metrics use, which changes numbers.
+    ``--memory-gb`` (``LATENTBENCH_MEMORY_GB``) does not move it: the override sets batch sizes only."""
     if dev.type == "cuda":
         _, total = torch.cuda.mem_get_info(dev)
         return max(1 << 28, int(CUDA_FREE_FRACTION * total) // 2)

@@ -103,22 +103,36 @@ class Cell:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
-    def _identity(self) -> dict[str, Any]:
+    def _identity(self, *, location: bool = False) -> dict[str, Any]:
+        """What the id hashes: the cell without new fields at their defaults and (unless ``location``)
+        without where the data lives (:data:`DATA_LOCATION_KEYS`), which never changes a number."""
         d = self.to_dict()
         for f in fields(self):
             if f.metadata.get("new") and d[f.name] == _default(f):
                 del d[f.name]
+        if not location:
+            d["data"] = {k: v for k, v in d["data"].items() if k not in DATA_LOCATION_KEYS}
         return d
 
     @property
     def id(self) -> str:
-        """A stable id: readable prefix + hash of the full spec (order-free, canonical JSON)."""
+        """A stable id: readable prefix + hash of the full spec but the data's location (order-free,
+        canonical JSON)."""
         return f"{self.remedy}-{self.latent}-s{self.seed}-{_hash(self._identity())}"
+
+    @property
+    def legacy_id(self) -> str:
+        """The id this cell had while the data's location was part of it (the id when it has none)."""
+        return f"{self.remedy}-{self.latent}-s{self.seed}-{_hash(self._identity(location=True))}"
 
     @property
     def train_key(self) -> str:
         d = self._identity()
         return _hash({k: d[k] for k in TRAIN_FIELDS if k in d})
+
+
+# [data] keys that say where the dataset is, not what it is: never part of a cell's id or settings
+DATA_LOCATION_KEYS = ("data_root", "download")
 
 
 def _default(f: Any) -> Any:

@@ -84,6 +84,28 @@ def test_default_grid_is_the_digits_baseline_and_keeps_the_published_cell_ids():
         assert Cell.from_dict(rec["cell"]).id == rec["id"] == f.stem
 
 
+def test_where_the_data_lives_changes_neither_the_cell_id_nor_the_settings(tmp_path, cpu):
+    from latentbench.report.compare import settings
+    from latentbench.runner.grid import adopt_legacy_files, is_finished
+    from latentbench.runner.records import make_record, read_record, write_record
+
+    plain = Cell(remedy="vae", latent="2", data={"max_train": 500})
+    here = Cell(remedy="vae", latent="2", data={"max_train": 500, "data_root": "/data/a", "download": True})
+    there = Cell(remedy="vae", latent="2", data={"max_train": 500, "data_root": "/mnt/b"})
+    assert here.id == there.id == plain.id == plain.legacy_id and here.train_key == plain.train_key
+    assert Cell(remedy="vae", latent="2", data={"max_train": 400}).id != plain.id  # what the data is still counts
+    recs = [make_record(c, status="ok", notes={"scorer_version": 2}) for c in (here, there)]
+    assert settings(recs[0]) == settings(recs[1])
+    # a run made while the location was part of the id resumes from its files under the new name
+    records = tmp_path / "records"
+    records.mkdir()
+    old = {**make_record(here, status="ok", prov={"command": "latentbench run"}), "id": here.legacy_id}
+    write_record(records / f"{here.legacy_id}.json", old)
+    assert read_record(records / f"{here.legacy_id}.json")["id"] == here.id  # not corrupt
+    adopt_legacy_files(tmp_path, [here])  # the same grid rerun; from then on the data may live anywhere
+    assert is_finished(records / f"{there.id}.json", there) and not (records / f"{here.legacy_id}.json").exists()
+
+
 def test_rerun_skips_finished_cells_and_completes_the_rest(tmp_path, cpu):
     g = tiny_grid()
     s1 = run_grid(g, tmp_path, cpu, quiet=True)

@@ -75,3 +75,50 @@ def test_diagnose_names_the_right_picture_on_synthetic_aggregate_posteriors(name
         mu = math.sqrt(0.5) * torch.randn(n, 6, generator=g)
         logvar = torch.full((n, 6), math.log(0.5))
     assert _case(mu, logvar) == name
+
+
+def test_diagnose_plots_in_chunks_without_a_full_svd(tmp_path, monkeypatch):
+    from latentbench.report.diagnose import _column_stats, _contours, _per_dimension, _plane
+
+    g = torch.Generator().manual_seed(0)
+    d = 300
+    mu = 5.0 + torch.randn(400, d, generator=g) * torch.linspace(2, 0.01, d)
+    logvar = torch.randn(400, d, generator=g) * 0.1 - 1
+    mean, var = _column_stats(mu, rows=7)
+    assert torch.allclose(mean, mu.double().mean(0), atol=1e-5) and torch.allclose(var, mu.double().var(0), rtol=1e-4)
+    assert torch.allclose(_column_stats(logvar, 7, torch.exp)[0], logvar.double().exp().mean(0), rtol=1e-5)
+
+    def no_svd(*a, **k):
+        raise AssertionError("full SVD")
+
+    monkeypatch.setattr(torch.linalg, "svd", no_svd)
+    z_post = mu + torch.randn(400, d, generator=g) * 0.5
+    prior = StandardNormal(LatentShape.parse(str(d)))
+    sub = principal_subspace(mu)
+    for s in (sub, {"k": 0, "basis": sub["basis"][:, :0]}, {"k": 1, "basis": sub["basis"][:, :1]}):
+        basis = _plane(s, var)
+        assert torch.allclose(basis @ basis.T, torch.eye(2, dtype=torch.float64), atol=1e-6)
+        if s["k"]:
+            assert torch.allclose(basis[0], sub["basis"][:, 0].double(), atol=1e-6)
+    how = _contours(prior, torch.randn(300, d, generator=g), z_post, tmp_path / "c.png", sub, mem_bytes=1 << 16)
+    assert "principal components" in how and (tmp_path / "c.png").stat().st_size > 5000
+    _per_dimension(mu, logvar, torch.randn(300, d, generator=g), "vae", tmp_path / "d.png", mem_bytes=1 << 16)
+    assert (tmp_path / "d.png").stat().st_size > 5000
+
+
+def test_diagnose_shows_the_records_sample_counts_beside_the_records_numbers(tiny_cell, cpu, tmp_path):
+    from latentbench.report.diagnose import SHOWN, diagnose_checkpoint
+    from latentbench.runner.records import make_record, write_record
+    from latentbench.score.scorer import SCORER_VERSION
+
+    cell = tiny_cell(latent="6")
+    ckpt = tmp_path / "m.pt"
+    train_cell(cell, cpu, checkpoint=ckpt, quiet=True)
+    metrics = {k: 0.5 for k in SHOWN} | {"sub_dims": 3, "active_units": 6, "hole_fraction": 0.2}
+    notes = {"n_prior": 111, "n_post": 111, "n_data": 111, "iw_k": 8, "n_geometry": 77,
+             "n_geometry_posteriors": 55, "scorer_version": SCORER_VERSION, "sub_coverage": 0.5}
+    write_record(ckpt.with_suffix(".json"), make_record(cell, status="ok", metrics=metrics, notes=notes))
+    report = diagnose_checkpoint(ckpt, tmp_path / "diag", cpu).read_text()
+    assert "numbers from the record beside the checkpoint (111 prior and 111" in report
+    assert "geometry on 77 samples per set over 55 held-out" in report
+    assert f"log N = {math.log(55):.2f}" in report

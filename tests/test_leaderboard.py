@@ -98,6 +98,19 @@ def test_rows_from_another_scorer_version_are_never_ranked_with_the_rest(tmp_pat
     assert t.loc[old, "z=2"] == "1.000" and t.loc[old, "latentbench"] == "0.1.0@abcdef12 (scorer v1)"
 
 
+def test_the_reference_rows_are_ranked_when_mismatched_rows_outnumber_them(tmp_path):
+    from latentbench.report.compare import merge_groups
+    from latentbench.runner.records import read_records
+
+    ref = folder_of(tmp_path / "ref", {("vae", "2", 0): 10.0, ("vamp", "2", 0): 12.0})
+    other = folder_of(tmp_path / "other", {(r, "2", 0): 1.0 for r in ("flow_prior", "two_stage", "expost_gmm")},
+                      notes={"scorer_version": 3})  # more rows, of another scorer version
+    records = merge_groups({"ref": read_records([ref]), "other": read_records([other])}, allow_mismatch=True)
+    t = table(records_frame(records), "fid_prior")
+    assert t.loc["vae", "z=2"] == "**10.0**"  # the best comparable row, whatever the most common scorer
+    assert not any("**" in v for v in t.loc[[r for r in t.index if "†" in r], "z=2"])
+
+
 BOARD_CMD = "latentbench run baselines/digits-3seeds.toml --out runs/digits-3seeds --quiet"
 
 

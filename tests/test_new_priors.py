@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 from latentbench.priors.diffusion import DiffusionPrior
 from latentbench.priors.ncp import NCPPrior
@@ -94,13 +95,43 @@ def test_diffusion_samples_match_a_known_2d_distribution_by_mmd():
     assert torch.equal(prior.sample(5, torch.Generator().manual_seed(3)), prior.sample(5, torch.Generator().manual_seed(3)))
 
 
+def test_diffusion_sampler_keeps_its_x0_within_the_range_of_the_codes():
+    """A poor denoiser (here: scrambled) must not compound over the steps into samples far outside the
+    codes: the predicted x_0 is clipped to the standardised codes' range, so the last step lands in it."""
+    prior = DiffusionPrior(LatentShape.parse("4"), hidden=32, depth=1, epochs=2, timesteps=100, sample_steps=10)
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(300, 4, generator=g) * 2
+    prior.fit_posterior(mu, torch.full_like(mu, -4.0), g)
+    with torch.no_grad():
+        for p in prior.net.parameters():
+            p.mul_(50.0)
+        z = prior.sample(500, torch.Generator().manual_seed(1))
+    y = (z - prior.loc) / prior.scale
+    assert torch.isfinite(z).all() and y.abs().max() <= prior.x0_bound + 1e-4
+
+
 def test_diffusion_prior_has_no_log_prob():
     prior = DiffusionPrior(LatentShape.parse("3"))
     assert prior.has_log_prob is False and NCPPrior.has_log_prob is True
     with pytest.raises(NotImplementedError):
         prior.log_prob(torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="sample_steps"):
+    with pytest.raises(UserError, match="sample_steps"):
         DiffusionPrior(LatentShape.parse("3"), timesteps=10, sample_steps=20)
+
+
+def test_ddpm_schedule_ends_in_noise_for_any_number_of_timesteps():
+    from latentbench.priors.diffusion import ddpm_betas
+
+    # the default T = 1000 keeps Ho et al.'s schedule exactly
+    assert torch.equal(ddpm_betas(1000), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    for t in (2, 10, 50, 100, 1000, 4000):
+        abar = torch.cumprod(1 - ddpm_betas(t), 0)
+        assert abar[-1] < 1e-3 and (ddpm_betas(t) < 1).all(), t  # 1e-4 .. 0.02 at T = 100 ended at 0.37
+    assert ddpm_betas(100)[0].item() == pytest.approx(1e-3)
+    with pytest.raises(UserError, match="sample_steps must be in 2..100"):
+        DiffusionPrior(LatentShape.parse("3"), timesteps=100, sample_steps=1)
+    with pytest.raises(UserError, match="timesteps must be at least 2"):
+        DiffusionPrior(LatentShape.parse("3"), timesteps=1, sample_steps=1)
 
 
 @pytest.mark.parametrize("name", ["ncp_prior", "expost_diffusion"])
@@ -136,3 +167,16 @@ def test_checkpoint_round_trip_gives_identical_samples(name, cpu, tmp_path):
     if name == "ncp_prior":
         z = torch.randn(5, 3)
         assert torch.equal(model.expost.log_prob(z), loaded.expost.log_prob(z))
+
+
+def test_train_cli_reports_kl_and_elbo_under_the_training_prior_for_a_diffusion_prior(cpu, tmp_path, capsys,
+                                                                                        monkeypatch):
+    from latentbench.cli import main
+    from latentbench.remedies.expost_diffusion import ExpostDiffusionRemedy
+
+    monkeypatch.setattr(ExpostDiffusionRemedy, "params", {**ExpostDiffusionRemedy.params, **SMALL["expost_diffusion"]})
+    assert main(["train", "--remedy", "expost_diffusion", "--latent", "2", "--epochs", "1", "--device", "cpu",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out"))
+    assert "under the training prior StandardNormal (DiffusionPrior has no log-density)" in line
+    assert "kl " in line and "elbo " in line and "nan" not in line

@@ -103,6 +103,35 @@ def test_publish_refuses_an_incomplete_run_unless_partial(published, capsys, tmp
     assert "**Partial**" in readme and "| missing" in readme.replace("missing  ", "missing")
 
 
+def test_publish_writes_nothing_without_ok_records_or_a_writable_dest(published, capsys, tmp_path, monkeypatch):
+    import errno
+    import json
+    import os
+
+    run = tmp_path / "run"
+    shutil.copytree(published / "run", run)
+    for f in (run / "records").glob("*.json"):  # every cell failed
+        rec = json.loads(f.read_text())
+        f.write_text(json.dumps({**rec, "status": "failed", "error": "boom", "metrics": {}}))
+    assert main(["publish", str(run), "--name", "x", "--dest", str(tmp_path / "lb"), "--partial"]) == 2
+    assert "no successful records" in capsys.readouterr().err and not (tmp_path / "lb").exists()
+
+    src = published / "run"
+    (tmp_path / "file").write_text("")
+    assert main(["publish", str(src), "--name", "x", "--dest", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a folder" in err[0]
+
+    def full(src_file, dst_file, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst_file))
+
+    monkeypatch.setattr(shutil, "copy2", full)  # the disk fills up while the board is copied
+    assert main(["publish", str(src), "--name", "x", "--dest", str(tmp_path / "lb")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0] and "free space" in err[0]
+    assert not (tmp_path / "lb").exists()  # no half board, no temp folder
+
+
 def test_html_page_is_self_contained_and_sortable_in_structure(published, tmp_path):
     out = tmp_path / "lb.html"
     assert main(["leaderboard", str(published / "leaderboards" / "tiny"), "--format", "html", "--out", str(out),

@@ -82,6 +82,56 @@ def test_an_unreadable_lock_is_judged_by_its_age_only(tmp_path):
     lock.release()
 
 
+def test_resuming_a_cell_removes_its_partial_writes_but_never_a_lock_temp_file(tmp_path, tiny_cell):
+    from latentbench.runner.grid import remove_partial_writes
+
+    cell, records = tiny_cell(), tmp_path / "records"
+    records.mkdir()
+    partial = [records / f".tmp-{cell.id}.{s}.k1ll3d" for s in ("json", "pt", "samples.npz")]
+    lock_tmp = records / f".tmp-{cell.id}.lock.{'a' * 32}"  # another run linking its lock into place
+    for p in [*partial, lock_tmp]:
+        p.write_bytes(b"x")
+    remove_partial_writes(tmp_path, cell)
+    assert not any(p.exists() for p in partial) and lock_tmp.exists()
+
+
+def test_a_run_whose_lease_was_taken_over_writes_neither_record_nor_samples(tmp_path, tiny_cell, cpu, monkeypatch):
+    import numpy as np
+
+    import latentbench.score.sampling as sampling
+    import latentbench.score.scorer as scorer
+    import latentbench.training.loop as loop
+    from latentbench.runner.grid import run_cell
+
+    info = {"train_s": 0.0, "expost_s": 0.0, "epochs_run": 1, "stopped_early": False, "history": []}
+    monkeypatch.setattr(loop, "train_cell", lambda cell, device, data, **k: (None, data, info))
+    monkeypatch.setattr(scorer, "score_model", lambda *a, **k: ({}, {}, {}))
+    monkeypatch.setattr(sampling, "sample_snapshot", lambda *a, **k: {"prior_images": np.zeros((1, 1, 8, 8))})
+
+    class Lost:  # stalled past the lease: another run owns the cell now
+        def owned(self):
+            return False
+
+    cell, records = tiny_cell(), tmp_path / "records"
+    records.mkdir()
+    rec = run_cell(cell, tmp_path, cpu, command="", quiet=True, compile=False, data_cache={}, lock=Lost())
+    assert rec["status"] == "lost" and not list(records.iterdir())
+    rec = run_cell(cell, tmp_path, cpu, command="", quiet=True, compile=False, data_cache={})
+    assert rec["status"] == "ok" and (records / f"{cell.id}.samples.npz").is_file()
+
+
+def test_a_cell_waited_for_and_finished_by_another_run_is_counted_as_such(tmp_path, cpu, monkeypatch):
+    import latentbench.runner.grid as grid_mod
+    from latentbench.spec import Grid
+
+    outcomes = iter(["busy", "busy", "skipped"])  # held by another run twice, then finished there
+    monkeypatch.setattr(grid_mod, "attempt_cell", lambda *a, **k: (next(outcomes), None))
+    monkeypatch.setenv("LATENTBENCH_LEASE_S", "0.8")
+    g = Grid(name="w", remedies=["vae"], latents=["2"], seeds=[0], base={"epochs": 1, "n_samples": 100})
+    s = grid_mod.run_grid(g, tmp_path, cpu, quiet=True)
+    assert (s["busy"], s["skipped"], s["done"]) == (1, 0, 0)
+
+
 def test_a_bad_lease_setting_is_one_line(monkeypatch):
     from latentbench.errors import UserError
     from latentbench.runner.locks import lease_seconds

@@ -71,3 +71,28 @@ def test_checkpoint_keeps_the_fitted_expost_prior(name, cpu, tmp_path):
     a = model.generative_prior.sample(20, torch.Generator().manual_seed(3))
     b = loaded.generative_prior.sample(20, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_expost_code_budget_does_not_follow_the_machine(cpu, monkeypatch):
+    import latentbench.device as device
+    from latentbench.model import VAE
+    from latentbench.training.expost import expost_code_count, fit_expost
+
+    assert expost_code_count(60000, 65536) == 4096 and expost_code_count(60000, 8) == 60000
+    assert expost_code_count(60000, 1 << 22) == 1000 and expost_code_count(500, 1 << 22) == 500
+    cell = Cell(remedy="expost_gmm", latent="3", epochs=1, net={"hidden": [16]})
+    model, data, _ = train_cell(cell, cpu, quiet=True)
+    seen = []
+    encode = VAE.posterior_params
+
+    def spy(self, x, batch_size=1024):
+        seen.append(len(x))
+        return encode(self, x, batch_size)
+
+    monkeypatch.setattr(VAE, "posterior_params", spy)
+    for tiny in (False, True):  # a machine (or --memory-gb) with little memory fits on the same codes
+        if tiny:
+            monkeypatch.setattr(device, "memory_bytes", lambda dev: 1 << 20)
+            monkeypatch.setattr(device, "stable_memory_bytes", lambda dev: 1 << 20)
+        fit_expost(model, create_remedy("expost_gmm"), data.train, seed=0)
+    assert seen == [len(data.train)] * 2

@@ -206,10 +206,11 @@ def test_memory_bound_follows_the_device_unless_overridden(monkeypatch, cpu):
     from latentbench.errors import UserError
 
     monkeypatch.delenv(MEMORY_ENV, raising=False)
-    free = memory_bytes(cpu)
-    assert free >= 1 << 28 and stable_memory_bytes(cpu) >= 1 << 28
+    free, stable = memory_bytes(cpu), stable_memory_bytes(cpu)
+    assert free >= 1 << 28 and stable >= 1 << 28
     set_memory_gb(0.5)
-    assert memory_bytes(cpu) == stable_memory_bytes(cpu) == 1 << 29
+    assert memory_bytes(cpu) == 1 << 29
+    assert stable_memory_bytes(cpu) == stable  # --memory-gb sets batch sizes only, never a sample count
     set_memory_gb(None)
     monkeypatch.setenv(MEMORY_ENV, "lots")
     with pytest.raises(UserError, match="LATENTBENCH_MEMORY_GB"):
@@ -227,3 +228,22 @@ def test_fair_merge_guard_refuses_a_different_sample_count():
 
     diffs = differences([rec(10000)], [rec(2048)])
     assert any(d.startswith("n_prior") for d in diffs) and any(d.startswith("n_post") for d in diffs)
+
+
+def test_mmd_latent_does_not_depend_on_the_memory_bound():
+    from latentbench.score.geometry import mmd2_unbiased
+
+    mu, logvar, zp, zq, idx = _posteriors(n=600, d=8, shift=0.3)
+    prior = StandardNormal(LatentShape.parse("8"))
+    small = latent_metrics(prior, mu, logvar, zp, zq, idx, mem_bytes=1 << 12)  # chunks of a row or two
+    large = latent_metrics(prior, mu, logvar, zp, zq, idx, mem_bytes=1 << 30)
+    for key, v in large.items():
+        assert small[key] == pytest.approx(v, rel=1e-6, abs=1e-9), key
+    # against the textbook formula on the pooled distance matrix
+    x, y = zp[:300].double(), zq[:300].double()
+    d2 = torch.cdist(torch.cat([x, y]), torch.cat([x, y])).pow(2)
+    bw = math.sqrt(d2[~torch.eye(600, dtype=torch.bool)].median().item() / 2)
+    k = torch.exp(-d2 / (2 * bw**2))
+    ref = ((k[:300, :300].sum() - 300) / (300 * 299) + (k[300:, 300:].sum() - 300) / (300 * 299)
+           - 2 * k[:300, 300:].mean()).item()
+    assert mmd2_unbiased(zp[:300], zq[:300], mem_bytes=1 << 12) == pytest.approx(ref, rel=1e-4, abs=1e-7)

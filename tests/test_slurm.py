@@ -49,14 +49,17 @@ def test_a_grid_submitted_to_the_local_executor_runs_one_shard_per_task(tmp_path
     (["--shards", "4"], "--shards needs --slurm"),
     (["--slurm", "local", "--shard", "0/2"], "--slurm splits the grid itself"),
     (["--slurm", "partition=gpu,gpus=1"], "sbatch is not on PATH"),
+    (["--slurm", "local", "--force"], "--force cannot go with --slurm"),
 ])
 def test_cluster_mistakes_are_one_line(argv, msg, tmp_path, capsys):
     assert main([*RUN, "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
+    assert not list((tmp_path / "run").rglob("*"))  # nothing written: no grid file, no log folder
 
 
 def test_missing_submitit_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
     assert main([*RUN, "--out", str(tmp_path / "run"), "--slurm", "local"]) == 2
     assert 'pip install "latentbench[slurm]"' in capsys.readouterr().err
+    assert not list((tmp_path / "run").rglob("*"))  # no grid file, no log folder

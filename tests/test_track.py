@@ -65,4 +65,30 @@ def test_missing_mlflow_is_one_line_naming_the_extra(tmp_path, monkeypatch, caps
     assert main([*RUN, "--out", str(tmp_path / "run"), "--track", "mlflow"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ['latentbench: error: --track mlflow needs MLflow: pip install "latentbench[mlflow]"']
-    assert not list((tmp_path / "run").glob("records/*.json"))
+    assert not list((tmp_path / "run").glob("records/*.json")) and not list((tmp_path / "run").glob("grids/*"))
+
+
+def test_an_unreachable_store_is_one_warning_and_the_grid_goes_on(tmp_path, cpu, capsys):
+    from latentbench.runner.grid import run_grid
+    from latentbench.runner.track import guarded
+    from latentbench.spec import Grid
+
+    class Unreachable:
+        def start_grid(self, *a):
+            raise ConnectionError("connection refused\nmore detail")
+
+        finish_grid = start_grid
+
+    given = {}
+
+    def execute(todo, folder, device, **kw):
+        given.update(kw)
+        return {"done": len(todo), "skipped": 0, "busy": 0, "failed": []}
+
+    g = Grid(name="t", remedies=["vae"], latents=["2"], seeds=[0], base={"epochs": 1, "n_samples": 100})
+    assert run_grid(g, tmp_path, cpu, tracker=Unreachable(), execute=execute)["done"] == 1
+    assert given["tracker"] is None  # the cells go on untracked
+    assert not guarded(Unreachable().finish_grid, tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("warning: MLflow tracking of the grid failed" in e and "connection refused" in e
+                                 for e in err)

@@ -49,7 +49,8 @@ def _lock_pid(out: Path) -> int | None:
 def test_two_workers_and_a_second_run_compute_every_cell_exactly_once(tmp_path):
     out = tmp_path / "run"
     workers = _start(out, "--workers", "2")
-    single = _start(out)  # a plain run on the same folder at the same time
+    _wait_for(lambda: _lock_pid(out), workers, "a cell claimed by a worker")  # the workers are under way
+    single = _start(out)  # then a plain run on the same folder at the same time
     outputs = [p.communicate(timeout=900) for p in (workers, single)]
     assert workers.returncode == 0 and single.returncode == 0, outputs
     ran = [int(re.search(r"(\d+) cells run", o).group(1)) for o, _ in outputs]
@@ -89,3 +90,67 @@ def test_a_killed_worker_fails_its_cell_the_grid_goes_on_and_sigterm_stops_all_w
 def test_workers_below_one_is_one_line(tmp_path, capsys):
     assert main([*RUN, "--out", str(tmp_path / "run"), "--workers", "0"]) == 2
     assert "bad --workers 0" in capsys.readouterr().err
+
+
+def _dead_slot(cell, token, *, force=False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(cell=cell, token=token, force=force, proc=SimpleNamespace(exitcode=-signal.SIGKILL),
+                           handed_at=time.time() - 1, started=time.time() - 1)
+
+
+def _write_lock(path: Path, token: str) -> None:
+    path.write_text(json.dumps({"token": token, "host": "h", "pid": 1}))
+
+
+def test_a_worker_that_died_after_writing_its_record_keeps_it_and_counts_the_cell(tmp_path, tiny_cell, cpu):
+    from latentbench.runner import workers as w
+    from latentbench.runner.progress import GridProgress
+    from latentbench.runner.records import make_record, provenance, read_record, write_record
+
+    cell, records = tiny_cell(), tmp_path / "records"
+    records.mkdir()
+    write_record(records / f"{cell.id}.json", make_record(cell, status="ok", metrics={"fid_prior": 1.0},
+                                                          prov=provenance(cpu, "", time.time())))
+    _write_lock(records / f"{cell.id}.lock", "t1")
+    counts, queue = {"done": 0, "skipped": 0, "busy": 0, "failed": []}, w._Queue([], False)
+    assert w._record_dead(_dead_slot(cell, "t1"), queue, tmp_path, cpu, "", GridProgress("g", 1, quiet=True), counts)
+    assert counts["done"] == 1 and not counts["failed"] and not queue
+    assert read_record(records / f"{cell.id}.json")["status"] == "ok"
+    assert not (records / f"{cell.id}.lock").exists()  # its own lease is freed
+
+
+def test_a_dead_worker_fails_its_cell_only_while_its_lease_is_on_disk(tmp_path, tiny_cell, cpu):
+    from latentbench.runner import workers as w
+    from latentbench.runner.progress import GridProgress
+    from latentbench.runner.records import read_record
+
+    cell, records = tiny_cell(), tmp_path / "records"
+    records.mkdir()
+    lock, progress = records / f"{cell.id}.lock", GridProgress("g", 1, quiet=True)
+    counts, queue = {"done": 0, "skipped": 0, "busy": 0, "failed": []}, w._Queue([], False)
+    _write_lock(lock, "other-run")  # the lease was taken over by another run: not this worker's to fail
+    assert not w._record_dead(_dead_slot(cell, "t1"), queue, tmp_path, cpu, "", progress, counts)
+    assert not (records / f"{cell.id}.json").exists() and json.loads(lock.read_text())["token"] == "other-run"
+    assert queue.next() == (cell, False) and not counts["failed"]
+    _write_lock(lock, "t1")  # still its lease: the cell is recorded as failed and the lease freed
+    assert w._record_dead(_dead_slot(cell, "t1"), queue, tmp_path, cpu, "", progress, counts)
+    rec = read_record(records / f"{cell.id}.json")
+    assert rec["status"] == "failed" and "killed by signal SIGKILL" in rec["error"] and not lock.exists()
+    assert [f["id"] for f in counts["failed"]] == [cell.id]
+
+
+def test_any_error_in_the_parent_stops_the_workers(tmp_path, tiny_cell, cpu, monkeypatch):
+    from latentbench.runner import workers as w
+
+    stopped = []
+    real_stop = w._stop_all
+    monkeypatch.setattr(w, "_stop_all", lambda slots, folder: (stopped.extend(slots), real_stop(slots, folder)))
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(w, "wait", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        w.run_workers([tiny_cell()], tmp_path, cpu, workers=1, quiet=True)
+    assert stopped and not any(s.proc.is_alive() for s in stopped)

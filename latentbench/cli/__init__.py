@@ -37,6 +37,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from latentbench.device import pick_device
+    from latentbench.score.geometry import prior_has_density
     from latentbench.spec import Cell
     from latentbench.training.loop import evaluate, train_cell
 
@@ -49,10 +50,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.force and ckpt.exists():
         ckpt.unlink()
     model, data, info = train_cell(cell, device, checkpoint=ckpt, quiet=args.quiet, compile=args.compile)
-    ev = evaluate(model, data.test)
+    prior, under = model.generative_prior, ""
+    if not prior_has_density(prior):  # e.g. a diffusion prior: kl and elbo under the training prior
+        prior = model.prior
+        under = (f" under the training prior {type(prior).__name__} "
+                 f"({type(model.generative_prior).__name__} has no log-density)")
+    ev = evaluate(model, data.test, prior=prior)
     print(f"checkpoint: {ckpt}")
     print(f"held-out ({len(data.test)} images): rec {ev['rec']:.3f}  kl {ev['kl']:.3f}  elbo {ev['elbo']:.3f} "
-          f"nats  ({info['epochs_run']} epochs, {info['train_s']:.1f}s)")
+          f"nats{under}  ({info['epochs_run']} epochs, {info['train_s']:.1f}s)")
     return 0
 
 

@@ -17,10 +17,13 @@ def submit(args: argparse.Namespace, grid, folder: Path, report: Callable[[Path]
     and ``report(folder)`` (the board)."""
     from latentbench.cli import main
     from latentbench.runner.grid import save_grid
-    from latentbench.runner.slurm import parse_slurm, submit_array, task_argv, wait_all
+    from latentbench.runner.slurm import make_executor, parse_slurm, submit_array, task_argv, wait_all
 
     if args.shard:
         raise UserError("--slurm splits the grid itself: drop --shard (--shards N sets the number of array tasks)")
+    if args.force:  # a requeued task reruns its command: --force would recompute finished cells every time
+        raise UserError(f"--force cannot go with --slurm (a requeued task would recompute its finished cells "
+                        f"again); delete the records to recompute from {folder}/records, then submit without --force")
     cluster, params = parse_slurm(args.slurm)
     n_cells = len(grid.cells())
     shards = n_cells if args.shards is None else args.shards
@@ -28,10 +31,11 @@ def submit(args: argparse.Namespace, grid, folder: Path, report: Callable[[Path]
         raise UserError(f"bad --shards {shards}: give the number of array tasks, >= 1")
     shards = min(shards, n_cells)
     params.setdefault("name", f"latentbench-{grid.name}")
-    save_grid(grid, folder)
     argv = task_argv(shlex.split(args.command_line)[1:], folder)
     logs = folder / "slurm"
-    jobs = submit_array(main, argv, shards, logs, cluster, params)
+    executor = make_executor(logs, cluster, params)  # submitit and sbatch are there, before anything is written
+    save_grid(grid, folder)
+    jobs = submit_array(executor, main, argv, shards)
     array = str(jobs[0].job_id).split("_")[0]
     print(f"submitted {n_cells} cells as {shards} {cluster} tasks (job {array}); logs in {logs}")
     if cluster == "slurm":

@@ -12,8 +12,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--memory-gb", type=float, dest="memory_gb",
-                   help="memory bound for scoring batches and ex-post codes in GB (default: a safe share of free "
-                        "GPU memory or available RAM); never changes a number")
+                   help="memory bound in GB for the batch sizes of scoring and ex-post encoding (default: a safe share "
+                        "of free GPU memory or available RAM); never changes a number")
 
 
 def _flag(name: str) -> str:

@@ -87,14 +87,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from latentbench.cli.cluster import submit
 
         return submit(args, grid, folder, report=report_run)
-    from latentbench.runner.grid import save_grid
-
-    save_grid(grid, folder)
     tracker = None
-    if args.track:
+    if args.track:  # a missing package is one line before anything is written
         from latentbench.runner.track import make_tracker
 
         tracker = make_tracker(args.track, folder, uri=args.track_uri, experiment=grid.name)
+    from latentbench.runner.grid import save_grid
+
+    save_grid(grid, folder)
     execute = None
     if args.workers > 1:
         from functools import partial
@@ -110,11 +110,13 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"Run the same command again to resume.", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     print(f"{folder}: {summary['done']} cells run, {summary['skipped']} already done, "
-          f"{summary['busy']} held by another process, {len(summary['failed'])} failed "
+          f"{summary['busy']} finished by another run meanwhile, {len(summary['failed'])} failed "
           f"({summary['seconds']:.0f}s)")
     report_run(folder)
     if tracker is not None:
-        tracker.finish_grid(folder)
+        from latentbench.runner.track import guarded
+
+        guarded(tracker.finish_grid, folder)
     if summary["failed"]:
         print(f"latentbench: {len(summary['failed'])} cell(s) failed:", file=sys.stderr)
         for rec in summary["failed"]:

@@ -4,8 +4,10 @@ The ex-post form of latent score-based priors (Vahdat et al. 2021, "Score-based 
 in Latent Space", who train the latent diffusion jointly; here it is fitted after training, like the
 other ex-post priors). The diffusion is Ho et al. 2020, "Denoising Diffusion Probabilistic Models":
 
-- forward: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, linear beta schedule 1e-4 .. 0.02 over
-  ``timesteps`` (their Sec. 4), x_0 = the codes standardised per dimension;
+- forward: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, linear beta schedule 1e-4 .. 0.02 at
+  1000 ``timesteps`` (their Sec. 4), both ends scaled by 1000 / ``timesteps`` otherwise (Nichol &
+  Dhariwal 2021, "Improved DDPM", their linear schedule for any T; betas clipped at 0.999), so that
+  abar_T stays below 1e-3 and x_T is N(0, I) for any T; x_0 = the codes standardised per dimension;
 - objective: the simplified loss ||eps - eps_theta(x_t, t)||^2, t uniform (their Eq. 14);
 - sampler: their Alg. 2 on a respaced schedule of ``sample_steps`` evenly spaced timesteps (the
   respacing of Nichol & Dhariwal 2021, Sec. 4: beta'_i = 1 - abar_{tau_i} / abar_{tau_{i-1}}), with
@@ -33,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentbench.early_stop import EarlyStopping
+from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 from latentbench.priors.base import Prior
 
@@ -89,6 +92,16 @@ class ConvDenoiser(nn.Module):
         return self.out(h)
 
 
+def ddpm_betas(timesteps: int) -> torch.Tensor:
+    """The linear schedule 1e-4 .. 0.02 of Ho et al. at T = 1000, both ends scaled by 1000 / T for any
+    other T (Nichol & Dhariwal 2021), clipped at 0.999; float64. abar_T < 1e-3 for every T >= 2."""
+    scale = 1000.0 / timesteps
+    betas = torch.linspace(1e-4 * scale, 0.02 * scale, timesteps, dtype=torch.float64).clamp(max=0.999)
+    abar_T = torch.prod(1 - betas).item()
+    assert abar_T < 1e-3, f"abar_T = {abar_T} at T = {timesteps}: x_T is not N(0, I)"
+    return betas
+
+
 class DiffusionPrior(Prior):
     """DDPM on the standardised codes, fitted ex post; sampled with a respaced Alg. 2."""
 
@@ -99,8 +112,10 @@ class DiffusionPrior(Prior):
                  sample_steps: int = 100, epochs: int = 400, lr: float = 1e-3, batch_size: int = 256,
                  patience: int = 30, max_codes: int = 10000, conv_channels: int = 64) -> None:
         super().__init__(latent)
-        if not 1 <= sample_steps <= timesteps:
-            raise ValueError(f"sample_steps must be in 1..{timesteps}, got {sample_steps}")
+        if timesteps < 2:
+            raise UserError(f"expost_diffusion timesteps must be at least 2, got {timesteps}")
+        if not 2 <= sample_steps <= timesteps:  # the respaced sampler must start at t = T - 1
+            raise UserError(f"expost_diffusion sample_steps must be in 2..{timesteps} (timesteps), got {sample_steps}")
         self.timesteps, self.sample_steps = int(timesteps), int(sample_steps)
         self.epochs, self.lr, self.batch_size, self.patience, self.max_codes = epochs, lr, batch_size, patience, max_codes
         shape = latent.shape
@@ -108,10 +123,11 @@ class DiffusionPrior(Prior):
             self.net: nn.Module = ConvDenoiser(shape[0], conv_channels, depth)
         else:
             self.net = MLPDenoiser(latent.dim, hidden, depth)
-        betas = torch.linspace(1e-4, 0.02, self.timesteps, dtype=torch.float64)
+        betas = ddpm_betas(self.timesteps)
         self.register_buffer("abar", torch.cumprod(1 - betas, 0).float(), persistent=False)
         self.register_buffer("loc", torch.zeros(shape))
         self.register_buffer("scale", torch.ones(shape))
+        self.register_buffer("x0_bound", torch.tensor(float("inf")))  # |standardised code| seen in the fit
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -154,6 +170,7 @@ class DiffusionPrior(Prior):
         # a fixed held-out draw (codes, timesteps, noise): the early-stopping loss is not noisier than it must be
         reps = max(1, 2048 // n_val)
         val_x0 = draw(iv.repeat(reps))
+        self.x0_bound.fill_(float(draw(perm).abs().max()))
         val_t = torch.randint(self.timesteps, (len(val_x0),), generator=g).to(dev)
         val_eps = torch.randn(val_x0.shape, generator=g).to(dev)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
@@ -193,8 +210,13 @@ class DiffusionPrior(Prior):
             ab_prev = abar[int(taus[i - 1])] if i > 0 else torch.tensor(1.0, dtype=torch.float64)
             beta = 1 - ab_t / ab_prev  # the respaced step's beta'
             eps = self.net(x, torch.full((n,), t, device=dev, dtype=torch.long))
-            # Alg. 2, line 4: x_{t-1} = (x_t - beta / sqrt(1 - abar_t) eps) / sqrt(1 - beta) + sigma z
-            x = (x - float(beta / (1 - ab_t).sqrt()) * eps) / float((1 - beta).sqrt())
+            # Alg. 2, line 4, written through the predicted x_0 (Ho et al. Eqs. 6-7 and 15): the same
+            # step, except that x_0 is clipped to the range of the standardised training codes, as
+            # Ho et al.'s released sampler clips to the data range; without the clip a poor eps at
+            # large D compounds over the steps into samples far outside the codes.
+            x0 = ((x - float((1 - ab_t).sqrt()) * eps) / float(ab_t.sqrt())).clamp(-self.x0_bound, self.x0_bound)
+            x = (float(ab_prev.sqrt() * beta / (1 - ab_t)) * x0
+                 + float((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab_t)) * x)
             if i > 0:
                 var = float(beta * (1 - ab_prev) / (1 - ab_t))  # beta~: the forward posterior's variance
                 x = x + math.sqrt(var) * torch.randn(x.shape, generator=generator).to(dev)

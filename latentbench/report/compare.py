@@ -23,7 +23,7 @@ from typing import Any
 
 from latentbench.errors import UserError
 from latentbench.latent import LatentShape
-from latentbench.spec import Cell
+from latentbench.spec import DATA_LOCATION_KEYS, Cell
 
 CELL_FIELDS_EXEMPT = ("remedy", "remedy_params", "latent", "seed")
 SETTING_NOTES = ("scorer_version",)
@@ -43,6 +43,8 @@ _DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING els
 def settings(record: dict[str, Any]) -> dict[str, str]:
     """The settings a record shares with every record it may be ranked with."""
     cell = {**_DEFAULTS, **record["cell"]}
+    if isinstance(cell.get("data"), dict):  # where the data lives is no setting (it changes no number)
+        cell["data"] = {k: v for k, v in cell["data"].items() if k not in DATA_LOCATION_KEYS}
     out = {k: _show(v) for k, v in cell.items() if k not in CELL_FIELDS_EXEMPT}
     notes = record.get("notes", {})
     out.update({k: _show(notes.get(k)) for k in SETTING_NOTES})

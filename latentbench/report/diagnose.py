@@ -11,7 +11,8 @@ record's; a number the record already holds is read from it, and diagnose adds w
 - the norm shell of prior vs aggregate posterior (||z|| / sqrt(D) histograms);
 - grids decoded from z ~ p(z), z ~ q(z|x), z ~ N(mu(x), I) and the two subspace swaps;
 - the prior's density over the aggregate-posterior samples: contours for 2-D latents, and on the
-  plane of the first two principal components (a slice through the posterior mean) for larger ones.
+  plane of the posterior means' first two principal components (a slice through the aggregate
+  posterior's mean) for larger ones.
 """
 
 from __future__ import annotations
@@ -106,16 +107,41 @@ def _spectrum(var_post: list[float], var_prior: list[float], prior_name: str, pa
     plt.close(fig)
 
 
-def _per_dimension(mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor, prior_name: str, path: Path) -> None:
+def _column_stats(x: torch.Tensor, rows: int, fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and variance (float64, on the CPU) of ``fn(x)`` (N, ...) flattened to (N, D),
+    from float32 chunks of ``rows`` rows: no float64 (N, D) copy."""
+    x = x.flatten(1)
+    n = len(x)
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    square = torch.zeros_like(total)
+    shift = (fn(x[:1]) if fn else x[:1]).float()[0]  # shifted sums: no cancellation when |mean| >> std
+    for i in range(0, n, rows):
+        c = (fn(x[i : i + rows]) if fn else x[i : i + rows]).float() - shift
+        total += c.sum(0).double()
+        square += c.pow(2).sum(0).double()
+    mean = total / n
+    var = (square - n * mean.pow(2)) / max(n - 1, 1)
+    return (mean + shift.double()).cpu(), var.clamp_min(0).cpu()
+
+
+def _chunk_rows(d: int, mem_bytes: int) -> int:
+    """Rows of a (rows, d) float32 chunk within an eighth of the bound, at most 2048."""
+    return max(1, min(2048, mem_bytes // (8 * 4 * d)))
+
+
+def _per_dimension(mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor, prior_name: str, path: Path,
+                   mem_bytes: int = 1 << 30) -> None:
     """Per latent dimension, sorted by Var_x mu_j: which axes carry information."""
-    m, lv = mu.flatten(1).double().cpu(), logvar.flatten(1).double().cpu()
-    var_mu = m.var(0)
+    rows = _chunk_rows(mu[0].numel(), mem_bytes)
+    var_mu = _column_stats(mu, rows)[1]
+    post_var = _column_stats(logvar, rows, torch.exp)[0]
+    prior_var = _column_stats(z_prior, rows)[1]
     order = torch.argsort(var_mu, descending=True)
     fig, ax = plt.subplots(figsize=(6, 3.2))
     x = np.arange(1, len(order) + 1)
     ax.plot(x, var_mu[order].numpy(), label="Var_x of posterior mean")
-    ax.plot(x, lv.exp().mean(0)[order].numpy(), label="mean posterior variance")
-    ax.plot(x, z_prior.flatten(1).double().cpu().var(0)[order].numpy(), label=f"variance of prior samples ({prior_name})")
+    ax.plot(x, post_var[order].numpy(), label="mean posterior variance")
+    ax.plot(x, prior_var[order].numpy(), label=f"variance of prior samples ({prior_name})")
     if len(order) > 20:
         ax.set_xscale("log")
     ax.set_ylim(bottom=0)
@@ -127,23 +153,50 @@ def _per_dimension(mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor
     plt.close(fig)
 
 
-def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path) -> str:
-    post = z_post.flatten(1).double().cpu()
-    center = post.mean(0)
-    if post.shape[1] == 2:
+def _plane(sub: dict[str, Any], post_var: torch.Tensor) -> torch.Tensor:
+    """(2, D) orthonormal float64 rows: the first two informative directions (principal directions of
+    the posterior means), completed, where there are fewer, by the coordinate axes of largest
+    aggregate-posterior variance."""
+    dirs = [v.double().cpu() for v in sub["basis"].T[:2]] if sub.get("k", 0) else []
+    for j in torch.argsort(post_var, descending=True).tolist():
+        if len(dirs) == 2:
+            break
+        e = torch.zeros(len(post_var), dtype=torch.float64)
+        e[j] = 1.0
+        for v in dirs:
+            e -= (e @ v) * v
+        if e.norm() > 1e-6:
+            dirs.append(e / e.norm())
+    return torch.stack(dirs)
+
+
+def _project(z: torch.Tensor, center: torch.Tensor, basis: torch.Tensor, rows: int) -> np.ndarray:
+    """(z - center) @ basis.T in float32 chunks of rows (float64 result on the CPU)."""
+    z = z.flatten(1)
+    c, b = center.to(z.device).float(), basis.to(z.device).float()
+    return torch.cat([((z[i : i + rows].float() - c) @ b.T).double().cpu() for i in range(0, len(z), rows)]).numpy()
+
+
+def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path, sub: dict[str, Any] | None = None,
+              mem_bytes: int = 1 << 30) -> str:
+    d = z_post[0].numel()
+    rows = _chunk_rows(d, mem_bytes)
+    center, post_var = _column_stats(z_post, rows)
+    if d == 2:
         basis, how = torch.eye(2, dtype=torch.float64), "the 2-D latent"
     else:
-        _, _, v = torch.linalg.svd(post - center, full_matrices=False)
-        basis, how = v[:2], "the plane of the aggregate posterior's first two principal components (a slice)"
-    yq = ((post - center) @ basis.T).numpy()
-    yp = ((z_prior.flatten(1).double().cpu() - center) @ basis.T).numpy()
+        basis = _plane(sub or {}, post_var)
+        how = ("the plane of the posterior means' first two principal components (a slice through the "
+               "aggregate posterior's mean)")
+    yq, yp = _project(z_post, center, basis, rows), _project(z_prior, center, basis, rows)
     lo, hi = np.percentile(np.concatenate([yq, yp]), [0.5, 99.5], axis=0)
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))
-    grid = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1)) @ basis + center
+    plane = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1))
     dev = next(iter(prior.buffers())).device
-    with torch.no_grad():
-        lp = torch.cat([prior.log_prob(grid[i : i + 2048].float().reshape(-1, *prior.latent.shape).to(dev)).cpu()
-                        for i in range(0, len(grid), 2048)]).reshape(gx.shape).numpy()
+    b, c = basis.float().to(dev), center.float().to(dev)
+    with torch.no_grad():  # the (14400, D) grid is built a chunk at a time
+        lp = torch.cat([prior.log_prob((plane[i : i + rows].float().to(dev) @ b + c).reshape(-1, *prior.latent.shape))
+                        .cpu() for i in range(0, len(plane), rows)]).reshape(gx.shape).numpy()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(yq[:2000, 0], yq[:2000, 1], s=2, alpha=0.4, c="C1", label="z ~ q(z|x) (aggregate posterior)")
     ax.scatter(yp[:500, 0], yp[:500, 1], s=2, alpha=0.4, c="C0", label="z ~ p(z)")
@@ -160,22 +213,22 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path) ->
     return how
 
 
-def _record_metrics(checkpoint: Path) -> dict[str, Any]:
-    """The metrics of the record written beside the checkpoint by this scorer version, if any."""
+def _record_metrics(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metrics and notes of the record written beside the checkpoint by this scorer version, if any."""
     from latentbench.errors import UserError
     from latentbench.runner.records import read_record
     from latentbench.score.scorer import SCORER_VERSION
 
     path = Path(checkpoint).with_suffix(".json")
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         rec = read_record(path)
     except UserError:
-        return {}
+        return {}, {}
     if rec.get("status") != "ok" or rec.get("notes", {}).get("scorer_version") != SCORER_VERSION:
-        return {}
-    return dict(rec.get("metrics", {}))
+        return {}, {}
+    return dict(rec.get("metrics", {})), dict(rec.get("notes", {}))
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -224,23 +277,25 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Pa
     data = load_data(cell.dataset, seed=cell.seed, **cell.data)
     out.mkdir(parents=True, exist_ok=True)
     ctx = ScoreContext(model, data, cell, device)
-    recorded = _record_metrics(checkpoint)
+    recorded, recorded_notes = _record_metrics(checkpoint)
     m = {k: recorded[k] if k in recorded else METRICS.get(k)(ctx) for k in SHOWN}
     s = ctx.samples()
     lat, sub = s["latents"], ctx.subspace()
     prior = model.generative_prior
     prior_name = f"{cell.remedy}: {type(prior).__name__}"
-    d, n_post = model.latent.dim, len(lat["mu"])
+    # numbers read from the record come with the record's sample counts (its machine's geometry caps)
+    notes = {**ctx.notes, **recorded_notes} if recorded else ctx.notes
+    d, n_post = model.latent.dim, int(notes.get("n_geometry_posteriors", len(lat["mu"])))
     picture, reading = verdict(m, d, n_post)
     has_spectrum = bool(sub["var_post"])
     if has_spectrum:
         _spectrum(sub["var_post"], sub["var_prior"], prior_name, out / "spectrum.png")
-    _per_dimension(lat["mu"], lat["logvar"], lat["z_prior"], prior_name, out / "dimensions.png")
+    _per_dimension(lat["mu"], lat["logvar"], lat["z_prior"], prior_name, out / "dimensions.png", ctx.mem_bytes)
     snap = sample_snapshot(model, data.test, cell.seed)
     _grids(snap, s["images"], out / "grids.png")
     _norms(snap, prior_name, out / "norms.png")
     if prior_has_density(prior):
-        how = _contours(prior, lat["z_prior"], lat["z_post"], out / "contours.png")
+        how = _contours(prior, lat["z_prior"], lat["z_post"], out / "contours.png", s["subspace"], ctx.mem_bytes)
         contours = f"Shown on {how}.\n\n![contours](contours.png)"
     else:
         contours = f"{type(prior).__name__} has no tractable density: no contours."
@@ -262,7 +317,6 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Pa
          f"{_fmt(m['fid_prior_post'], '.2f')} / {_fmt(m['fid_swap_sub'], '.2f')} / {_fmt(m['fid_swap_rest'], '.2f')}"),
     ]
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
-    notes = ctx.notes
     spectrum = ("![spectrum](spectrum.png)" if has_spectrum else "No informative direction (collapsed latent).")
     text = f"""# Diagnosis: {cell.remedy}, latent {cell.latent}, {cell.dataset}, seed {cell.seed}
 

@@ -8,10 +8,14 @@ with failed or missing cells unless ``partial``, in which case the tables mark t
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
-from latentbench.atomic import atomic_write_text
+from latentbench.atomic import atomic_write_text, write_error
 from latentbench.errors import UserError
 from latentbench.report.compare import split_settings
 from latentbench.runner.grid import expected_cells
@@ -21,8 +25,6 @@ from latentbench.runner.records import read_records, record_files
 def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, partial: bool = False,
             metric: str = "fid_prior", command: str = "") -> Path:
     from latentbench.registry import validate_name
-    from latentbench.report.leaderboard import render
-    from latentbench.report.plots import make_plots
     from latentbench.report.tables import records_frame
 
     try:
@@ -44,33 +46,69 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     if (failed or missing) and not partial:
         raise UserError(f"{run_dir}: {len(failed)} failed and {len(missing)} missing cells of {len(expected) or len(records)}; "
                         "finish the run (rerun its command) or pass --partial to publish with holes marked")
-    out = Path(dest) / name
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--dest {dest} is not a folder; give the folder that holds the leaderboards")
+    out = dest / name
     if out.exists():
         raise UserError(f"{out} already exists; choose another --name or remove it first")
-    (out / "records").mkdir(parents=True)
-    for f in record_files(Path(run_dir)):
-        shutil.copy2(f, out / "records" / f.name)
-        npz = f.with_suffix(".samples.npz")
-        if npz.is_file():
-            shutil.copy2(npz, out / "records" / npz.name)
-    grids = sorted((Path(run_dir) / "grids").glob("*.toml"))
-    for g in grids:  # the board's own spec: `latentbench leaderboard` suggests it to make runs comparable
-        (out / "grids").mkdir(exist_ok=True)
-        shutil.copy2(g, out / "grids" / g.name)
     ok = [r for r in records if r.get("status") == "ok"]
-    for r in ok:
-        r["_path"] = str(out / "records" / Path(r["_path"]).name)
     df = records_frame(ok)
-    if df.empty:
+    if df.empty:  # before anything is created
         raise UserError(f"{run_dir}: no successful records to publish")
     holes = {}
     for r in failed:
         holes[(r["cell"]["remedy"], r["cell"]["latent"])] = "failed"
     for c in missing:
         holes.setdefault((c.remedy, c.latent), "missing")
-    plots = make_plots(ok, df, out)
+    # built in a temp folder beside the destination and renamed into place: never half a board
+    tmp = dest / f".tmp-{name}.{uuid.uuid4().hex[:12]}"
+    made = [p for p in [dest, *dest.parents] if not p.exists()]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _build(tmp, out, run_dir, name, ok, df, holes, failed, missing, metric, command)
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # published by someone else meanwhile
+                raise UserError(f"{out} already exists; choose another --name or remove it first") from None
+            raise
+    except OSError as exc:  # a read-only or full disk: one line
+        raise write_error(exc.filename or out, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not out.exists():  # nothing published: the folders made for it go again
+            for p in made:
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+    write_index(dest)
+    return out
+
+
+def _build(tmp: Path, out: Path, run_dir: Path, name: str, ok: list, df: Any, holes: dict,
+           failed: list, missing: list, metric: str, command: str) -> None:
+    """Write the board's files into ``tmp`` (to become ``out``)."""
+    from latentbench.report.leaderboard import render
+    from latentbench.report.plots import make_plots
+
+    (tmp / "records").mkdir()
+    for f in record_files(Path(run_dir)):
+        shutil.copy2(f, tmp / "records" / f.name)
+        npz = f.with_suffix(".samples.npz")
+        if npz.is_file():
+            shutil.copy2(npz, tmp / "records" / npz.name)
+    grids = sorted((Path(run_dir) / "grids").glob("*.toml"))
+    for g in grids:  # the board's own spec: `latentbench leaderboard` suggests it to make runs comparable
+        (tmp / "grids").mkdir(exist_ok=True)
+        shutil.copy2(g, tmp / "grids" / g.name)
+    for r in ok:  # the plots read each record's samples beside it
+        r["_path"] = str(tmp / "records" / Path(r["_path"]).name)
+    plots = make_plots(ok, df, tmp)
     metric_cols = [c for c in df.columns if c not in ("row", "mismatch", "command")]
-    df[metric_cols].sort_values(["remedy", "latent_dim", "seed"]).to_csv(out / "results.csv", index=False)
+    df[metric_cols].sort_values(["remedy", "latent_dim", "seed"]).to_csv(tmp / "results.csv", index=False)
     tables = render(df, metric, "markdown", holes=holes)
     run_cmds = sorted({r.get("provenance", {}).get("command", "") for r in ok} - {""})
     lines = [f"# latentbench leaderboard: {name}", "",
@@ -84,9 +122,7 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     if grids:
         lines += ["", "## Grid", "", "```toml", grids[0].read_text().strip(), "```"]
-    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
-    write_index(Path(dest))
-    return out
+    atomic_write_text(tmp / "README.md", "\n".join(lines) + "\n")
 
 
 def write_index(dest: Path) -> Path:

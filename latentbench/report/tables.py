@@ -115,10 +115,9 @@ def _fmt(m: float, s: float, n: float) -> str:
 
 
 def _rankable(df: pd.DataFrame) -> set[str]:
-    """Rows that may be ranked: comparable (no †) and scored by the most common scorer version."""
-    scorer = df["scorer"].mode().iloc[0] if df["scorer"].notna().any() else None
-    ok = df[(df["mismatch"] == "") & ((df["scorer"] == scorer) | (scorer is None))]
-    return set(ok["row"])
+    """Rows that may be ranked: exactly the comparable ones (no †). The scorer version is a setting of
+    the fair-comparison guard, so rows of another scorer version than the reference are marked † there."""
+    return set(df.loc[df["mismatch"] == "", "row"])
 
 
 def provenance_column(df: pd.DataFrame) -> pd.Series:

@@ -103,10 +103,35 @@ def fs_clock(folder: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
+# a cell's files, ``<cell-id>.<suffix>``, written through latentbench.atomic (temp name ``.tmp-<name>.<random>``)
+CELL_FILES = ("json", "pt", "samples.npz")
+
+
 def remove_partial_writes(folder: Path, cell: Cell) -> None:
-    """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this)."""
-    for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.*"):
-        p.unlink(missing_ok=True)
+    """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this): its
+    record, checkpoint and samples, never a lock's temp file (``.tmp-<id>.lock.<token>``), which belongs
+    to another run claiming or judging the lease at this moment."""
+    for suffix in CELL_FILES:
+        for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.{suffix}.*"):
+            p.unlink(missing_ok=True)
+
+
+def adopt_legacy_files(folder: Path, cells: list[Cell]) -> None:
+    """Give the files of cells whose id once included the data's location (``--data-root``,
+    ``--download``) the current id's names, so that the same grid resumes from them. A file already
+    there under the current name is kept; a cell whose old lease is held is left alone."""
+    records = Path(folder) / "records"
+    for cell in cells:
+        old = cell.legacy_id
+        if old == cell.id or (records / f"{old}.lock").exists():
+            continue
+        for suffix in CELL_FILES:
+            src = records / f"{old}.{suffix}"
+            try:
+                os.link(src, records / f"{cell.id}.{suffix}")  # never over an existing file
+            except OSError:  # not there, or the new name is taken
+                continue
+            src.unlink(missing_ok=True)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -124,9 +149,9 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     """Train, fit, score and record one cell; a failure becomes a failed record.
 
     ``on_epoch(epoch, stats)`` follows training and ``on_stage(name)`` the scoring stages. With
-    ``lock``, the record is written only while its lease is still this run's (otherwise the returned
-    record has ``status`` ``lost``). A record that cannot be written (disk full) is returned failed with
-    a one-line error and the grid goes on."""
+    ``lock``, the record and the sample snapshot are written only while its lease is still this run's
+    (otherwise the returned record has ``status`` ``lost``). A record that cannot be written (disk full)
+    is returned failed with a one-line error and the grid goes on."""
     from latentbench.score.sampling import sample_snapshot
     from latentbench.score.scorer import score_model
     from latentbench.training.loop import train_cell
@@ -135,6 +160,7 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     prov = provenance(device, command, started)
     rec_path = folder / "records" / f"{cell.id}.json"
     remove_partial_writes(folder, cell)
+    snap = None
     try:
         key = (cell.dataset, cell.seed, json.dumps(cell.data, sort_keys=True))
         if key not in data_cache:
@@ -150,7 +176,6 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         notes.update({"epochs_run": info["epochs_run"], "stopped_early": info["stopped_early"],
                       "final_val_elbo": info["history"][-1]["val_elbo"] if info["history"] else None})
         snap = sample_snapshot(model, data.test, cell.seed)
-        _save_npz(folder / "records" / f"{cell.id}.samples.npz", snap)
         rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing, prov=prov)
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -165,6 +190,11 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     rec["timing"]["total_s"] = time.time() - started
     if lock is not None and not lock.owned():  # stalled past the lease: another run has the cell now
         return {**rec, "status": "lost", "error": f"lease on {cell.id} was taken over by another run"}
+    if snap is not None:  # written only by the lease's owner, like the record
+        try:
+            _save_npz(folder / "records" / f"{cell.id}.samples.npz", snap)
+        except UserError as exc:
+            rec = make_record(cell, status="failed", error=str(exc), prov=prov, timing=rec["timing"])
     try:
         write_record(rec_path, rec)
     except UserError as exc:  # disk full, folder gone read-only: this cell fails, the grid goes on
@@ -182,8 +212,9 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
 
 def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, *, force: bool = False,
                  command: str = "", compile: bool | str = False, data_cache: dict | None = None,
-                 tracker: Any = None, since: float | None = None) -> tuple[str, dict[str, Any] | None]:
-    """Claim ``cell`` through its lease and compute it. Returns (outcome, record): ``done`` or ``failed``
+                 tracker: Any = None, since: float | None = None,
+                 token: str | None = None) -> tuple[str, dict[str, Any] | None]:
+    """Claim ``cell`` through its lease (with owner ``token`` if given) and compute it. Returns (outcome, record): ``done`` or ``failed``
     with the record; ``skipped`` (finished already) or ``busy`` (another run holds it) with None.
     ``since`` is the file system's clock when the run started (:func:`fs_clock`): a failed record
     written after it by a concurrent run is returned as ``failed``, not recomputed.
@@ -196,7 +227,7 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
         return "skipped", None
     if (other := failed_meanwhile(rec_path, since)) is not None:
         return "failed", other
-    lock = CellLock(rec_path.with_suffix(".lock"))
+    lock = CellLock(rec_path.with_suffix(".lock"), token=token)
     if not lock.acquire():
         return "busy", None
     try:
@@ -238,19 +269,24 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
 def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int, int] = (0, 1),
              force: bool = False, quiet: bool = False, command: str = "", compile: bool | str = False,
              tracker: Any = None, execute: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run every cell of ``grid`` in this shard; returns counts and the failed records. ``tracker`` (see
+    """Run every cell of ``grid`` in this shard; returns counts and the failed records (``busy``: cells
+    this run waited for that another run finished meanwhile). ``tracker`` (see
     :mod:`latentbench.runner.track`) mirrors cells into a tracker; ``execute`` computes the cells to do
     instead of this process (``latentbench run --workers N`` passes
     :func:`latentbench.runner.workers.run_workers` with ``workers=N``)."""
     folder = Path(folder)
     (folder / "records").mkdir(parents=True, exist_ok=True)
     cells = shard_cells(grid.cells(), shard)
+    adopt_legacy_files(folder, cells)
     since = fs_clock(folder / "records")
     todo = [c for c in cells if force or not is_finished(folder / "records" / f"{c.id}.json", c)]
     t0 = time.time()
     if tracker is not None:
+        from latentbench.runner.track import guarded
+
         pending = {c.id for c in todo}
-        tracker.start_grid(grid, folder, [c for c in cells if c.id not in pending])
+        if not guarded(tracker.start_grid, grid, folder, [c for c in cells if c.id not in pending]):
+            tracker = None  # the store is unreachable: the grid goes on untracked
     if execute is not None:
         counts = execute(todo, folder, device, name=grid.name, force=force, quiet=quiet, command=command,
                          compile=compile, tracker=tracker, since=since)
@@ -258,7 +294,7 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
         counts = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
         data_cache: dict = {}
         progress = GridProgress(grid.name, len(todo), quiet=quiet)
-        pending, first = list(todo), True
+        pending, first, waited = list(todo), True, set()
         try:
             while pending:  # after the first pass: cells held by other runs, until finished or free
                 if not first:
@@ -270,7 +306,10 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
                                                 tracker=tracker, since=since)
                     if outcome == "busy":
                         busy.append(cell)
+                        waited.add(cell.id)
                         continue
+                    if outcome == "skipped" and cell.id in waited:  # the other run finished it
+                        outcome = "busy"
                     progress.end(cell.id, outcome)
                     if outcome == "failed":
                         counts["failed"].append(rec)

@@ -50,10 +50,10 @@ class CellLock:
     reader never sees it half-written; a failed creation (disk full) leaves no temp file behind.
     """
 
-    def __init__(self, path: Path, lease_s: float | None = None) -> None:
+    def __init__(self, path: Path, lease_s: float | None = None, token: str | None = None) -> None:
         self.path = Path(path)
         self.lease_s = float(lease_s) if lease_s is not None else lease_seconds()
-        self.token = uuid.uuid4().hex
+        self.token = token or uuid.uuid4().hex  # a given token lets the caller's parent recognise the lease
         self.held = False
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None

@@ -121,8 +121,10 @@ def upgrade(record: dict[str, Any], path: Path) -> dict[str, Any]:
         cell = Cell.from_dict(record["cell"])
     except (TypeError, ValueError, UserError) as exc:
         raise _corrupt(path, f"bad cell: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if record.get("id", cell.id) != cell.id:
+    if record.get("id", cell.id) not in (cell.id, cell.legacy_id):
         raise _corrupt(path, f"its id {record.get('id')!r} is not its cell's ({cell.id})")
+    if record.get("id") == cell.legacy_id != cell.id:  # written while the data's location was part of the id
+        record["id"] = cell.id
     return record
 
 

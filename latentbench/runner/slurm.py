@@ -96,7 +96,9 @@ class ShardTask(Checkpointable):
         return code
 
 
-def _executor(folder: Path, cluster: str, params: dict[str, Any]) -> Any:
+def make_executor(folder: Path, cluster: str, params: dict[str, Any]) -> Any:
+    """submitit's executor writing its logs to ``folder``; one line if submitit or sbatch is missing or
+    submitit refuses the options."""
     try:
         import submitit
     except ImportError:
@@ -107,18 +109,23 @@ def _executor(folder: Path, cluster: str, params: dict[str, Any]) -> Any:
         if shutil.which("sbatch") is None:
             raise UserError("--slurm: sbatch is not on PATH; submit from a SLURM login node, or use "
                             "--slurm local to run the array on this machine")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    existed = Path(folder).exists()
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)  # creates the folder
     try:
         executor.update_parameters(**params)
     except (NameError, ValueError, AssertionError) as exc:
+        if not existed:  # nothing left behind for a refused submission
+            try:
+                Path(folder).rmdir()
+            except OSError:
+                pass
         raise UserError(f"--slurm: submitit refused the options: {str(exc).splitlines()[0]}") from None
     return executor
 
 
-def submit_array(entry: Callable[[list[str]], int], argv: list[str], shards: int, folder: Path, cluster: str,
-                 params: dict[str, Any]) -> list[Any]:
-    """Submit ``shards`` array tasks running ``entry`` on ``argv``; logs go to ``folder``."""
-    executor = _executor(folder, cluster, params)
+def submit_array(executor: Any, entry: Callable[[list[str]], int], argv: list[str], shards: int) -> list[Any]:
+    """Submit ``shards`` array tasks running ``entry`` on ``argv`` through ``executor``
+    (:func:`make_executor`)."""
     cwd = os.getcwd()
     task = ShardTask()
     with executor.batch():

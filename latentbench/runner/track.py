@@ -16,7 +16,8 @@ The default store is MLflow's file store in ``OUT/mlruns`` (``$MLFLOW_TRACKING_U
 override it): it needs no server and, unlike SQLite, is safe for several worker processes and for
 SLURM array tasks on a shared file system. MLflow 3 keeps the file store in maintenance mode behind
 ``MLFLOW_ALLOW_FILE_STORE=true``, which latentbench sets for file stores only. A tracking failure is
-reported once per cell and never fails the cell.
+reported once per cell and never fails the cell; a failure of the grid's own run (an unreachable
+store) is one warning line and the grid goes on without tracking.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +48,19 @@ def make_tracker(kind: str, folder: Path, *, uri: str | None = None, experiment:
         raise UserError('--track mlflow needs MLflow: pip install "latentbench[mlflow]"') from None
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or (Path(folder) / "mlruns").resolve().as_uri()
     return MLflowTracker(uri, experiment)
+
+
+def guarded(call: Any, *args: Any) -> bool:
+    """Call a grid-level tracker method; a failure (an unreachable ``--track-uri``, a broken store) is
+    one warning line on stderr and the grid goes on. Returns whether the call succeeded."""
+    try:
+        call(*args)
+        return True
+    except Exception as exc:  # noqa: BLE001 - tracking never stops a grid
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"latentbench: warning: MLflow tracking of the grid failed, going on without it: "
+              f"{type(exc).__name__}: {first}", file=sys.stderr)
+        return False
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -6,7 +6,10 @@ The parent hands the cells out one at a time, in grid order, to N worker process
 single run does (:func:`latentbench.runner.grid.attempt_cell`), so workers, other runs and other hosts
 share one output folder safely. Workers report their epochs and scoring stages through one pipe each;
 the parent draws the one grid bar. A worker that dies (killed, out of host memory, a crash) has its cell
-recorded as failed and its lease released, and a fresh worker takes its place. Ctrl-C or SIGTERM to the
+recorded as failed and its lease released, and a fresh worker takes its place. The parent makes each
+cell's lease token and sends it with the cell, so it tells from the lock file alone whether the dead worker
+still held the cell (PIDs are never consulted); a cell whose record the worker had already written counts
+as computed and nothing is written over it. Ctrl-C, SIGTERM or any error in the
 parent stops every worker (each unwinds like a single run: lease released, nothing half-written) before
 the parent re-raises, so the command prints the resume hint.
 
@@ -15,13 +18,13 @@ On the CPU each worker gets ``cores // N`` torch threads, so N workers do not ov
 
 from __future__ import annotations
 
-import json
+import calendar
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import time
+import uuid
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ import torch
 from latentbench.errors import UserError
 from latentbench.runner.locks import CellLock, lease_seconds
 from latentbench.runner.progress import GridProgress
-from latentbench.runner.records import make_record, provenance, write_record
+from latentbench.runner.records import make_record, provenance, read_record, record_origin, write_record
 from latentbench.spec import Cell
 
 STOP_WAIT_S = 60.0  # how long stopping workers may take to unwind before they are killed
@@ -80,7 +83,7 @@ def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tr
                 return
             cell = Cell.from_dict(msg[1])
             outcome, rec = attempt_cell(cell, Path(folder), torch.device(device), progress, force=msg[2],
-                                        data_cache=data_cache, tracker=tracker, **opts)
+                                        data_cache=data_cache, tracker=tracker, token=msg[3], **opts)
             conn.send(("end", cell.id, outcome, rec.get("error") if rec else None))
     except KeyboardInterrupt:
         sys.exit(130)
@@ -102,7 +105,9 @@ class _Slot:
         self.proc.start()
         child.close()
         self.cell: Cell | None = None
-        self.token: str | None = None
+        self.token: str | None = None  # the lease token the cell was handed out with
+        self.force = False
+        self.handed_at = time.time()
         self.started = time.time()
         self.ran_cell = False
         self.idle = True  # waiting for a cell from the parent
@@ -115,6 +120,7 @@ class _Queue:
     def __init__(self, cells: list[Cell], force: bool) -> None:
         self.fresh = list(cells)
         self.held: list[tuple[float, Cell]] = []
+        self.waited: set[str] = set()  # ids of the cells held by another run at some point
         self.force = force
 
     def __bool__(self) -> bool:
@@ -124,6 +130,7 @@ class _Queue:
         self.fresh.insert(0, cell)
 
     def hold(self, cell: Cell) -> None:
+        self.waited.add(cell.id)
         self.held.append((time.time() + min(5.0, lease_seconds() / 8), cell))
 
     def next(self) -> tuple[Cell, bool] | None:
@@ -163,13 +170,9 @@ def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, worker
                 slot.proc.join()
                 slot.conn.close()
                 slots.remove(slot)
-                if slot.token is None and slot.cell is not None:  # it may have died between claim and report
-                    slot.token = _orphan_token(folder, slot.cell, slot.proc.pid)
-                if slot.token is not None:  # it died holding a claimed cell
-                    _record_dead(slot, folder, device, command, progress, counts)
-                elif slot.cell is not None:  # it died before claiming its cell: hand the cell out again
-                    queue.put_back(slot.cell)
-                if queue and slot.ran_cell:  # the grid goes on with a fresh worker in its place
+                claimed = slot.cell is not None and _record_dead(slot, queue, folder, device, command, progress,
+                                                                 counts)
+                if queue and (slot.ran_cell or claimed):  # the grid goes on with a fresh worker in its place
                     slots.append(_Slot(ctx, len(slots), args))
             if queue.held and not queue.fresh and not waiting_said:
                 waiting_said = True
@@ -178,7 +181,7 @@ def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, worker
         if queue:
             raise UserError(f"the worker processes exited before the grid was done ({len(queue.fresh)} cells "
                             "left); run without --workers to see why")
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, a UserError or any bug: no worker outlives the parent
         _stop_all(slots, folder)
         raise
     finally:
@@ -191,13 +194,15 @@ def _hand_out(slot: _Slot, queue: _Queue) -> None:
     nxt = queue.next()
     if nxt is None and queue:
         return  # only held cells, none due yet: stay idle
-    slot.cell, slot.token, slot.idle = (nxt[0] if nxt else None), None, False
+    slot.cell, slot.idle = (nxt[0] if nxt else None), False
+    slot.token, slot.force = uuid.uuid4().hex if nxt else None, bool(nxt and nxt[1])
+    slot.handed_at = slot.started = time.time()
     try:
-        slot.conn.send(("cell", nxt[0].to_dict(), nxt[1]) if nxt else ("stop",))
+        slot.conn.send(("cell", nxt[0].to_dict(), nxt[1], slot.token) if nxt else ("stop",))
     except (BrokenPipeError, OSError):  # the worker is gone (the loop sees its exit): keep its cell
         if slot.cell is not None:
             queue.put_back(slot.cell)
-        slot.cell = None
+        slot.cell, slot.token = None, None
 
 
 def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, quiet: bool) -> None:
@@ -211,8 +216,8 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
             return
         kind = msg[0]
         if kind == "start":
-            _, cell_id, label, token = msg
-            slot.token, slot.ran_cell, slot.started = token, True, time.time()
+            _, cell_id, label, _token = msg  # the token the parent handed out with the cell
+            slot.ran_cell, slot.started = True, time.time()
             progress.start(cell_id, label)
         elif kind == "epoch":
             progress.epoch(*msg[1:])
@@ -231,43 +236,81 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
                 counts["failed"].append({"id": cell_id, "error": error})
                 if not quiet:
                     progress.write(f"latentbench: cell {cell_id} failed: {error}")
+            elif outcome == "skipped" and cell_id in queue.waited:  # the other run finished it
+                counts["busy"] += 1
             else:
                 counts[outcome] += 1
 
 
-def _orphan_token(folder: Path, cell: Cell, pid: int | None) -> str | None:
-    """The lease token of ``cell``'s lock if process ``pid`` of this host made it: a worker that died
-    after claiming the cell but before reporting the claim (another process reusing the pid would have
-    to claim this very cell in the moment since)."""
-    try:
-        info = json.loads((Path(folder) / "records" / f"{cell.id}.lock").read_text())
-    except (OSError, ValueError):
-        return None
-    if isinstance(info, dict) and info.get("pid") == pid and info.get("host") == socket.gethostname():
-        return info.get("token")
-    return None
-
-
 def _release(folder: Path, cell: Cell, token: str) -> None:
     """Release a dead worker's lease on ``cell`` (only its own token can)."""
-    lock = CellLock(Path(folder) / "records" / f"{cell.id}.lock")
-    lock.token, lock.held = token, True
+    lock = CellLock(Path(folder) / "records" / f"{cell.id}.lock", token=token)
+    lock.held = True
     lock.release()
 
 
-def _record_dead(slot: _Slot, folder: Path, device: torch.device, command: str, progress: GridProgress,
-                 counts: dict) -> None:
-    """A worker died holding a cell: record the cell as failed and free its lease."""
-    cell, code = slot.cell, slot.proc.exitcode
-    assert cell is not None and slot.token is not None
+def _lease_is(folder: Path, cell: Cell, token: str) -> bool:
+    """Whether the lock file of ``cell`` on disk carries ``token``."""
+    lock = CellLock(Path(folder) / "records" / f"{cell.id}.lock", token=token)
+    lock.held = True
+    return lock.owned()
+
+
+def _record_since(path: Path, cell: Cell, since: float) -> dict | None:
+    """The run record of ``cell`` at ``path`` if that computation started at or after ``since`` (this
+    host's clock, to the second, as in the record's provenance): the record the dead worker wrote."""
+    try:
+        rec = read_record(path)
+        started = calendar.timegm(time.strptime(rec["provenance"]["started_at"], "%Y-%m-%dT%H:%M:%SZ"))
+        same = record_origin(rec) == "run" and Cell.from_dict(rec["cell"]).id == cell.id
+    except (UserError, OSError, KeyError, TypeError, ValueError):
+        return None
+    return rec if same and started >= int(since) else None
+
+
+def _record_dead(slot: _Slot, queue: _Queue, folder: Path, device: torch.device, command: str,
+                 progress: GridProgress, counts: dict) -> bool:
+    """A worker died with a cell handed to it. Returns whether it had claimed the cell.
+
+    If it died after writing the cell's record (before reporting it), the record stands and counts.
+    Otherwise, if the lease on disk still carries the token the cell was handed out with, the cell is
+    recorded as failed and its lease freed. Otherwise (it died before claiming, after releasing, or its
+    lease was taken over by another run) nothing is written and the cell is handed out again."""
+    from latentbench.runner.grid import is_finished
+
+    cell, code, token = slot.cell, slot.proc.exitcode, slot.token
+    assert cell is not None and token is not None
+    rec_path = Path(folder) / "records" / f"{cell.id}.json"
+    ours = _lease_is(folder, cell, token)
+    rec = _record_since(rec_path, cell, slot.handed_at)
+    try:
+        if rec is None and not slot.force and is_finished(rec_path, cell):
+            rec = read_record(rec_path)  # finished before the hand-out (by another run): nothing to do
+    except UserError:  # a newer schema or a corrupt record: the worker's attempt_cell says so
+        pass
+    if rec is not None:
+        if ours:
+            _release(folder, cell, token)
+        outcome = "done" if rec["status"] == "ok" else "failed"
+        progress.end(cell.id, outcome)
+        if outcome == "failed":
+            counts["failed"].append({"id": cell.id, "error": rec.get("error")})
+            progress.write(f"latentbench: cell {cell.id} failed: {rec.get('error')}")
+        else:
+            counts["done"] += 1
+        return True
+    if not ours:
+        queue.put_back(cell)
+        return False
     how = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
     error = f"the worker process computing this cell died ({how})"
     rec = make_record(cell, status="failed", error=error, prov=provenance(device, command, slot.started))
-    write_record(Path(folder) / "records" / f"{cell.id}.json", rec)
-    _release(folder, cell, slot.token)
+    write_record(rec_path, rec)
+    _release(folder, cell, token)
     progress.end(cell.id, "failed")
     progress.write(f"latentbench: cell {cell.id} failed: {error}")
     counts["failed"].append({"id": cell.id, "error": error})
+    return True
 
 
 def _stop_all(slots: list[_Slot], folder: Path) -> None:

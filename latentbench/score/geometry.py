@@ -39,7 +39,9 @@ def posterior_cap(d: int, mem_bytes: int = MEM_BYTES) -> int:
 
 
 def mmd_cap(d: int, mem_bytes: int = MEM_BYTES, mmd_n: int = 2000) -> int:
-    """Samples per set for ``mmd_latent``: the pooled (2k, D) float32 set stays within half the bound."""
+    """Samples per set for ``mmd_latent`` (two (k, D) float32 sets within half the bound). The scorer
+    takes it from the stable bound and records it: the kernel sums are chunked, so the free memory
+    never caps it again."""
     return max(2, min(mmd_n, mem_bytes // (16 * d)))
 
 
@@ -73,25 +75,41 @@ def aggregate_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     return acc - math.log(n)
 
 
-def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
+def _sq_dists(a: torch.Tensor, b: torch.Tensor, mem_bytes: int) -> torch.Tensor:
+    """Squared Euclidean distances (len(a), len(b)) in float64, from float32 products in chunks of
+    rows of ``a``, so that no copy of either set is made whatever D is."""
+    rows = max(1, (mem_bytes // 8) // (4 * a.shape[1] + 24 * len(b)))  # a float32 square, three products
+    bn = torch.cat([b[i : i + rows].pow(2).sum(1) for i in range(0, len(b), rows)]).double()
+    out = torch.empty(len(a), len(b), dtype=torch.float64, device=a.device)
+    for i in range(0, len(a), rows):
+        ac = a[i : i + rows]
+        an = ac.pow(2).sum(1).double()
+        out[i : i + rows] = (an[:, None] + bn[None] - 2.0 * (ac @ b.T).double()).clamp_min_(0.0)
+    return out
+
+
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None,
+                  mem_bytes: int = MEM_BYTES) -> float:
     """Unbiased MMD^2 with an RBF kernel; bandwidth = median pairwise distance of the pooled set.
 
-    Distances are computed in float32 (relative error ~1e-7 of ||z||^2, far below any bandwidth here)
-    and the kernel sums in float64.
+    Distances come from float32 products (relative error ~1e-7 of ||z||^2, far below any bandwidth
+    here), in chunks of rows within ``mem_bytes`` (the sets are never copied), and the kernel sums are
+    in float64. Memory beyond the inputs is the (m + n)^2 float64 distance matrix.
     """
     x, y = x.flatten(1).float(), y.flatten(1).float()
     m, n = len(x), len(y)
-    pooled = torch.cat([x, y])
-    d2 = torch.cdist(pooled, pooled).double().pow(2)
-    del pooled
+    dxx, dyy, dxy = _sq_dists(x, x, mem_bytes), _sq_dists(y, y, mem_bytes), _sq_dists(x, y, mem_bytes)
+    dxx.fill_diagonal_(0.0)
+    dyy.fill_diagonal_(0.0)
     if bandwidth is None:
-        off = d2[~torch.eye(len(d2), dtype=torch.bool, device=d2.device)]
+        off = torch.cat([dxx[~torch.eye(m, dtype=torch.bool, device=dxx.device)],
+                         dyy[~torch.eye(n, dtype=torch.bool, device=dyy.device)], dxy.flatten(), dxy.flatten()])
         bandwidth = math.sqrt(max(off.median().item(), 1e-12) / 2.0)
-    k = torch.exp(-d2 / (2 * bandwidth**2))
-    kxx, kyy, kxy = k[:m, :m], k[m:, m:], k[:m, m:]
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+        del off
+    scale = 2 * bandwidth**2
+    sxx = (torch.exp(-dxx / scale).sum() - m) / (m * (m - 1))
+    syy = (torch.exp(-dyy / scale).sum() - n) / (n * (n - 1))
+    return float(sxx + syy - 2 * torch.exp(-dxy / scale).mean())
 
 
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
@@ -157,14 +175,14 @@ def latent_metrics(
         log_p = prior_log_prob(prior, z_post)
         mkl = (logq_post - log_p).mean().item()
         kl = analytic_kl.double().mean().item() if analytic_kl is not None else (log_cond - log_p).mean().item()
-    k = min(mmd_n, len(z_prior), len(z_post), mmd_cap(z_prior[0].numel(), mem_bytes, mmd_n))
+    k = min(mmd_n, len(z_prior), len(z_post))  # never capped by mem_bytes: the kernel sums are chunked
     npri, npost = _norms(z_prior, mem_bytes), _norms(z_post, mem_bytes)
     return {
         "kl": kl,
         "marginal_kl": mkl,
         "mutual_info": mi,
         "hole_fraction": (logq_prior < threshold).double().mean().item(),
-        "mmd_latent": mmd2_unbiased(z_prior[:k], z_post[:k]),
+        "mmd_latent": mmd2_unbiased(z_prior[:k], z_post[:k], mem_bytes=mem_bytes),
         "active_units": active_units(mu),
         "norm_prior": npri.mean().item(),
         "norm_prior_std": npri.std().item(),

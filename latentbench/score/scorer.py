@@ -53,6 +53,7 @@ class ScoreContext:
         n_test = len(data.test)
         self.n_geometry = min(n, sample_cap(d, self.geometry_bytes))
         self.n_geometry_posteriors = min(n_test, posterior_cap(d, self.geometry_bytes))
+        self.n_mmd = min(self.n_geometry, mmd_cap(d, self.geometry_bytes))  # samples per set of mmd_latent
         self.notes: dict[str, Any] = {"n_prior": n, "n_post": n, "n_data": min(n, n_test),
                                       "iw_k": cell.iw_k, "scorer_version": SCORER_VERSION,
                                       "features": cell.features, "n_geometry": self.n_geometry,
@@ -61,6 +62,8 @@ class ScoreContext:
             self.notes["geometry_capped"] = (f"latent geometry on {self.n_geometry} samples per set over "
                                              f"{self.n_geometry_posteriors} held-out posteriors at D={d} "
                                              f"({self.geometry_bytes / 2**30:.1f} GiB bound)")
+        if self.n_mmd < min(self.n_geometry, mmd_cap(d, 1 << 62)):
+            self.notes["n_mmd"] = self.n_mmd  # mmd_latent on fewer than its usual 2000 samples per set
         if self.notes["n_data"] < n:
             self.notes["n_data_capped"] = f"held-out data has {n_test} images"
         prior = model.generative_prior
@@ -162,10 +165,8 @@ class ScoreContext:
             torch.manual_seed(self.cell.seed + 4321)
             prior = self.model.generative_prior
             akl = prior.analytic_kl(lat["mu"], lat["logvar"]) if prior_has_density(prior) else None
-            d = lat["mu"][0].numel()
             return latent_metrics(prior, lat["mu"], lat["logvar"], lat["z_prior"], lat["z_post"],
-                                  lat["post_index"], analytic_kl=akl, mmd_n=mmd_cap(d, self.geometry_bytes),
-                                  mem_bytes=self.mem_bytes)
+                                  lat["post_index"], analytic_kl=akl, mmd_n=self.n_mmd, mem_bytes=self.mem_bytes)
 
         return self._stage("geometry", "geometry_s", compute)
 

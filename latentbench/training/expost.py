@@ -25,6 +25,15 @@ def encode_codes(model: VAE, x: torch.Tensor, mode: str = "mean", generator: tor
     return mu if mode == "mean" else model.reparameterize(mu, logvar, generator)
 
 
+EXPOST_CODE_BYTES = 1 << 30  # at most ~1 GiB of float32 codes (4096 at D = 65536)
+
+
+def expost_code_count(n_train: int, d: int) -> int:
+    """How many training images the ex-post prior is fitted on at latent dimension ``d``: a fixed
+    budget, independent of the machine and of ``--memory-gb``."""
+    return min(n_train, max(1000, EXPOST_CODE_BYTES // (4 * d)))
+
+
 def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, quiet: bool = True) -> float:
     """Fit the remedy's ex-post prior on the training codes, if it has one; returns seconds spent."""
     prior = remedy.build_expost(model.latent)
@@ -32,13 +41,12 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
         return 0.0
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed + 17)
-    # Codes (mu and logvar, float32) within the device's stable memory bound, the same on every run on
-    # one machine since the count changes the fit; a seeded subset beyond that. Encoding batches follow
-    # the free memory (they change nothing but speed).
-    from latentbench.device import memory_bytes, stable_memory_bytes
+    # A fixed code budget, the same on every machine since the count changes the fit; a seeded subset
+    # beyond it. Encoding batches follow the free memory (they change nothing but speed).
+    from latentbench.device import memory_bytes
 
     d, img = model.latent.dim, train_x[0].numel()
-    n_codes = min(len(train_x), max(1000, stable_memory_bytes(model.device) // (8 * d)))
+    n_codes = expost_code_count(len(train_x), d)
     if n_codes < len(train_x):
         train_x = train_x[torch.randperm(len(train_x), generator=g)[:n_codes].to(train_x.device)]
     batch = max(1, min(8192, memory_bytes(model.device) // (4 * 16 * (d + img))))

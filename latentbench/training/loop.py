@@ -57,8 +57,11 @@ def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024, precision_name: str = "fp32") -> dict[str, float]:
-    """Held-out means of rec, kl and elbo (one z per image), in nats, under the generative prior."""
+def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024, precision_name: str = "fp32",
+             prior: Any = None) -> dict[str, float]:
+    """Held-out means of rec, kl and elbo (one z per image), in nats, under ``prior`` (default: the
+    generative prior, which must have a log-density)."""
+    prior = prior if prior is not None else model.generative_prior
     was_training = model.training
     model.eval()
     dev = model.device
@@ -67,7 +70,7 @@ def evaluate(model: VAE, x: torch.Tensor, batch_size: int = 1024, precision_name
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
         with precision(dev, precision_name):
-            t = model.terms(xb, prior=model.generative_prior)
+            t = model.terms(xb, prior=prior)
         rec += t["rec"].double().sum()
         kl += t["kl"].double().sum()
     model.train(was_training)
