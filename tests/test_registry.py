@@ -152,3 +152,9 @@ def test_a_plugin_that_exits_at_import_is_reported_not_fatal(tmp_path, monkeypat
     with pytest.raises(UserError, match="'exit_prior' is a plugin that failed to load"):
         r.get("exit_prior")
     sys.modules.pop("lb_exit_plugin", None)
+
+
+def test_list_datasets_names_the_bring_your_own_forms(capsys):
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion_mnist" in out and "npz:PATH" in out and "folder:PATH" in out

@@ -32,6 +32,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             if kind == "metrics":
                 direction = f"{reg.get(name).direction:<24} "
             print(f"{'  ' if len(kinds) > 1 else ''}{name:<{width}}  {direction}{reg.describe(name)}")
+        if kind == "datasets" and not args.pattern:
+            pad = "  " if len(kinds) > 1 else ""
+            print(f"{pad}{'npz:PATH':<{width}}  your own images in a .npz/.npy array (see README, Datasets)")
+            print(f"{pad}{'folder:PATH':<{width}}  your own PNG/JPEG files, one subfolder per class or flat")
     return 0
 
 
