@@ -110,6 +110,19 @@ def test_diffusion_sampler_keeps_its_x0_within_the_range_of_the_codes():
     assert torch.isfinite(z).all() and y.abs().max() <= prior.x0_bound + 1e-4
 
 
+def test_diffusion_checkpoint_from_before_the_x0_clip_loads_unclipped():
+    prior = DiffusionPrior(LatentShape.parse("3"), hidden=16, depth=1, epochs=1, timesteps=20, sample_steps=5)
+    g = torch.Generator().manual_seed(0)
+    prior.fit(torch.randn(64, 3, generator=g), g)
+    assert "clipped to +-" in prior.score_notes()["prior_sampler"]
+    old = {k: v for k, v in prior.state_dict().items() if k != "x0_bound"}
+    again = DiffusionPrior(LatentShape.parse("3"), hidden=16, depth=1, epochs=1, timesteps=20, sample_steps=5)
+    again.load_state_dict(old)
+    assert again.x0_bound.item() == float("inf") and bool(again.fitted)
+    assert "unclipped" in again.score_notes()["prior_sampler"]
+    assert torch.isfinite(again.sample(4, torch.Generator().manual_seed(1))).all()
+
+
 def test_diffusion_prior_has_no_log_prob():
     prior = DiffusionPrior(LatentShape.parse("3"))
     assert prior.has_log_prob is False and NCPPrior.has_log_prob is True

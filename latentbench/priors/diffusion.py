@@ -130,6 +130,12 @@ class DiffusionPrior(Prior):
         self.register_buffer("x0_bound", torch.tensor(float("inf")))  # |standardised code| seen in the fit
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the sampler clipped x_0 have no bound: they load unclipped, as
+        # they were sampled then (and a rescore says so in its notes through score_notes)
+        state_dict.setdefault(prefix + "x0_bound", torch.tensor(float("inf")))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("the diffusion prior has no tractable log-density (has_log_prob = False)")
 
@@ -223,5 +229,7 @@ class DiffusionPrior(Prior):
         return (x * self.scale + self.loc).reshape(n, *shape)
 
     def score_notes(self) -> dict[str, Any]:
-        return {"prior_sampler": f"DDPM Alg. 2, {self.sample_steps} of {self.timesteps} steps",
+        bound = float(self.x0_bound)
+        clip = f"x_0 clipped to +-{bound:.3g}" if math.isfinite(bound) else "x_0 unclipped (fitted before clipping)"
+        return {"prior_sampler": f"DDPM Alg. 2, {self.sample_steps} of {self.timesteps} steps, {clip}",
                 "prior_log_prob": "none (no tractable density): density metrics absent"}
