@@ -117,10 +117,39 @@ def test_diffusion_checkpoint_from_before_the_x0_clip_loads_unclipped():
     assert "clipped to +-" in prior.score_notes()["prior_sampler"]
     old = {k: v for k, v in prior.state_dict().items() if k != "x0_bound"}
     again = DiffusionPrior(LatentShape.parse("3"), hidden=16, depth=1, epochs=1, timesteps=20, sample_steps=5)
+    old.pop("mix_logit")
     again.load_state_dict(old)
     assert again.x0_bound.item() == float("inf") and bool(again.fitted)
+    assert "plain eps" in again.score_notes()["prior_sampler"]  # written before the mixed score
     assert "unclipped" in again.score_notes()["prior_sampler"]
     assert torch.isfinite(again.sample(4, torch.Generator().manual_seed(1))).all()
+
+
+def test_diffusion_mixed_score_is_the_exact_eps_of_a_standard_normal():
+    """Vahdat et al. 2021, Sec. 3.2: with a = 0 the mixed score is sqrt(1 - abar_t) x_t, the exact
+    E[eps | x_t] when x_0 ~ N(0, I). With sigma_t^2 = beta (Ho et al. Sec. 3.2: optimal for
+    x_0 ~ N(0, I)) the respaced sampler then returns N(0, I) with no net at all; with beta~ (optimal
+    for a deterministic x_0) it is under-dispersed, the more so the fewer the steps."""
+    x, t = torch.randn(5, 6), torch.tensor([0, 10, 50, 150, 199])
+    spread = {}
+    for variance in ("beta", "posterior"):
+        prior = DiffusionPrior(LatentShape.parse("6"), hidden=16, depth=1, timesteps=200, sample_steps=50,
+                               variance=variance)
+        prior.fitted.fill_(True)
+        with torch.no_grad():
+            prior.mix_logit.fill_(float("-inf"))
+            assert torch.allclose(prior.eps(x, t), (1 - prior.abar[t]).sqrt()[:, None] * x)
+            s = prior.sample(20000, torch.Generator().manual_seed(0))
+            assert s.mean(0).abs().max() < 0.03
+            spread[variance] = s.std(0)
+            prior.mix_logit.fill_(float("inf"))  # a = 1: the net alone
+            assert torch.equal(prior.eps(x, t), prior.net(x, t))
+    assert (spread["beta"] - 1).abs().max() < 0.02
+    assert (spread["posterior"] < 0.95).all()  # 0.92 here: 50 of 200 steps
+    with pytest.raises(UserError, match="variance must be"):
+        DiffusionPrior(LatentShape.parse("2"), variance="learned")
+    assert "mixed" in DiffusionPrior(LatentShape.parse("2")).score_notes()["prior_sampler"]
+    assert "plain eps" in DiffusionPrior(LatentShape.parse("2"), mixed=False).score_notes()["prior_sampler"]
 
 
 def test_diffusion_prior_has_no_log_prob():

@@ -11,11 +11,17 @@ other ex-post priors). The diffusion is Ho et al. 2020, "Denoising Diffusion Pro
 - objective: the simplified loss ||eps - eps_theta(x_t, t)||^2, t uniform (their Eq. 14);
 - sampler: their Alg. 2 on a respaced schedule of ``sample_steps`` evenly spaced timesteps (the
   respacing of Nichol & Dhariwal 2021, Sec. 4: beta'_i = 1 - abar_{tau_i} / abar_{tau_{i-1}}), with
-  sigma_t^2 = the posterior variance beta~_t (Ho et al. Sec. 3.2). ``sample_steps = timesteps`` is
-  Alg. 2 exactly.
+  sigma_t^2 = the posterior variance beta~_t (Ho et al. Sec. 3.2; ``variance = "beta"`` takes their
+  other choice, sigma_t^2 = beta_t, exact for x_0 ~ N(0, I)). ``sample_steps = timesteps`` is Alg. 2
+  exactly.
 
 The denoiser is a residual MLP (width ``hidden``) on flat latents and a small conv net
-(``conv_channels`` wide) on spatial ones, both with a sinusoidal timestep embedding. Each epoch sees
+(``conv_channels`` wide) on spatial ones, both with a sinusoidal timestep embedding. With ``mixed``
+(the default) it predicts through the mixed score of Vahdat et al. 2021 (Sec. 3.2, "mixing normal and
+neural score"): eps_theta(x_t, t) = (1 - a) * sqrt(1 - abar_t) * x_t + a * eps'(x_t, t), with a =
+sigmoid(per-dimension logits) learned with the net and started at sigmoid(-3) as in their released
+code. The first term is the exact eps of an N(0, I) distribution: where the standardised codes are
+Gaussian (the many unused dimensions at large latents) the net has nothing left to learn. Each epoch sees
 fresh z ~ q(z|x) for the training images (``codes = "sample"``, the aggregate posterior itself) or
 the posterior means (``codes = "mean"``).
 
@@ -110,7 +116,8 @@ class DiffusionPrior(Prior):
 
     def __init__(self, latent: LatentShape, hidden: int = 256, depth: int = 3, timesteps: int = 1000,
                  sample_steps: int = 100, epochs: int = 400, lr: float = 1e-3, batch_size: int = 256,
-                 patience: int = 30, max_codes: int = 10000, conv_channels: int = 64) -> None:
+                 patience: int = 30, max_codes: int = 10000, conv_channels: int = 64, mixed: bool = True,
+                 mix_init: float = -3.0, variance: str = "posterior") -> None:
         super().__init__(latent)
         if timesteps < 2:
             raise UserError(f"expost_diffusion timesteps must be at least 2, got {timesteps}")
@@ -129,11 +136,20 @@ class DiffusionPrior(Prior):
         self.register_buffer("scale", torch.ones(shape))
         self.register_buffer("x0_bound", torch.tensor(float("inf")))  # |standardised code| seen in the fit
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.mixed = bool(mixed)
+        if variance not in ("posterior", "beta"):
+            raise UserError(f"expost_diffusion variance must be 'posterior' or 'beta', got {variance!r}")
+        self.variance = variance
+        # +inf (sigmoid 1) is the plain eps'(x_t, t): the value when ``mixed`` is off
+        self.mix_logit = nn.Parameter(torch.full(shape, float(mix_init) if self.mixed else float("inf")),
+                                      requires_grad=self.mixed)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the sampler clipped x_0 have no bound: they load unclipped, as
         # they were sampled then (and a rescore says so in its notes through score_notes)
         state_dict.setdefault(prefix + "x0_bound", torch.tensor(float("inf")))
+        # and those written before the mixed score predict with the net alone (a = 1)
+        state_dict.setdefault(prefix + "mix_logit", torch.full(self.latent.shape, float("inf")))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -143,10 +159,19 @@ class DiffusionPrior(Prior):
         """Fit on fixed codes (no posterior noise)."""
         self.fit_posterior(codes, None, generator, quiet, codes="mean")
 
+    def eps(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps_theta(x_t, t): the net's prediction, mixed with N(0, I)'s exact eps where ``mix_logit`` < inf."""
+        out = self.net(xt, t)
+        if bool((self.mix_logit == float("inf")).all()):
+            return out
+        a = torch.sigmoid(self.mix_logit)
+        gauss = (1 - self.abar[t]).sqrt().view(-1, *[1] * (xt.dim() - 1)) * xt
+        return (1 - a) * gauss + a * out
+
     def _loss(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         ab = self.abar[t].view(-1, *[1] * (x0.dim() - 1))
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        return (self.net(xt, t) - eps).pow(2).flatten(1).sum(1).mean() / x0[0].numel()
+        return (self.eps(xt, t) - eps).pow(2).flatten(1).sum(1).mean() / x0[0].numel()
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None,
                       quiet: bool = True, codes: str = "sample") -> None:
@@ -179,8 +204,8 @@ class DiffusionPrior(Prior):
         self.x0_bound.fill_(float(draw(perm).abs().max()))
         val_t = torch.randint(self.timesteps, (len(val_x0),), generator=g).to(dev)
         val_eps = torch.randn(val_x0.shape, generator=g).to(dev)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        stopper = EarlyStopping(self.patience, self.net)
+        opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+        stopper = EarlyStopping(self.patience, self)
         bs = min(self.batch_size, len(it))
         self.train()
         for _ in tqdm(range(self.epochs), desc="fit ex-post diffusion", disable=quiet, leave=False):
@@ -215,7 +240,7 @@ class DiffusionPrior(Prior):
             ab_t = abar[t]
             ab_prev = abar[int(taus[i - 1])] if i > 0 else torch.tensor(1.0, dtype=torch.float64)
             beta = 1 - ab_t / ab_prev  # the respaced step's beta'
-            eps = self.net(x, torch.full((n,), t, device=dev, dtype=torch.long))
+            eps = self.eps(x, torch.full((n,), t, device=dev, dtype=torch.long))
             # Alg. 2, line 4, written through the predicted x_0 (Ho et al. Eqs. 6-7 and 15): the same
             # step, except that x_0 is clipped to the range of the standardised training codes, as
             # Ho et al.'s released sampler clips to the data range; without the clip a poor eps at
@@ -224,12 +249,14 @@ class DiffusionPrior(Prior):
             x = (float(ab_prev.sqrt() * beta / (1 - ab_t)) * x0
                  + float((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab_t)) * x)
             if i > 0:
-                var = float(beta * (1 - ab_prev) / (1 - ab_t))  # beta~: the forward posterior's variance
+                # beta~ (the forward posterior's variance) or beta (Ho et al. Sec. 3.2: the two extremes)
+                var = float(beta * (1 - ab_prev) / (1 - ab_t)) if self.variance == "posterior" else float(beta)
                 x = x + math.sqrt(var) * torch.randn(x.shape, generator=generator).to(dev)
         return (x * self.scale + self.loc).reshape(n, *shape)
 
     def score_notes(self) -> dict[str, Any]:
         bound = float(self.x0_bound)
         clip = f"x_0 clipped to +-{bound:.3g}" if math.isfinite(bound) else "x_0 unclipped (fitted before clipping)"
-        return {"prior_sampler": f"DDPM Alg. 2, {self.sample_steps} of {self.timesteps} steps, {clip}",
+        mix = "mixed score" if not bool((self.mix_logit == float("inf")).all()) else "plain eps"
+        return {"prior_sampler": f"DDPM Alg. 2, {self.sample_steps} of {self.timesteps} steps, {mix}, {clip}",
                 "prior_log_prob": "none (no tractable density): density metrics absent"}
