@@ -84,6 +84,26 @@ def test_default_grid_is_the_digits_baseline_and_keeps_the_published_cell_ids():
         assert Cell.from_dict(rec["cell"]).id == rec["id"] == f.stem
 
 
+BOARDS = {"digits-3seeds": "digits", "fashion_mnist-cpu": "fashion_mnist-cpu"}  # spec -> leaderboards/ folder
+SHIPPED = sorted((Path(__file__).parents[1] / "latentbench" / "baselines").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_baseline_parses_names_known_things_and_matches_its_board(path):
+    from latentbench.runner.preflight import check_names, check_scoring
+
+    grid = load_grid(path)
+    cells = grid.cells()
+    assert grid.name == path.stem and cells
+    check_names(cells)
+    check_scoring(cells)
+    # the published board built from this spec holds exactly its cells
+    board = BOARDS.get(path.stem)
+    if board is not None:
+        ids = {f.stem for f in (Path(__file__).parents[1] / "leaderboards" / board / "records").glob("*.json")}
+        assert ids == {c.id for c in cells}
+
+
 def test_where_the_data_lives_changes_neither_the_cell_id_nor_the_settings(tmp_path, cpu):
     from latentbench.report.compare import settings
     from latentbench.runner.grid import adopt_legacy_files, is_finished
