@@ -247,3 +247,22 @@ def test_mmd_latent_does_not_depend_on_the_memory_bound():
     ref = ((k[:300, :300].sum() - 300) / (300 * 299) + (k[300:, 300:].sum() - 300) / (300 * 299)
            - 2 * k[:300, 300:].mean()).item()
     assert mmd2_unbiased(zp[:300], zq[:300], mem_bytes=1 << 12) == pytest.approx(ref, rel=1e-4, abs=1e-7)
+
+
+def test_iwae_batches_count_a_conv_decoders_feature_maps():
+    """The generic per-latent memory guess (16 x (latent + image) floats) is kept where it is generous
+    (MLP decoders: same batches as before), and replaced by the decoder's measured activations where
+    they are larger: a conv decoder's feature maps are ~100x its 28x28 image, and IWAE batches sized
+    by the guess ran a 2-core, 24 GB machine out of memory at latent 7x7x16."""
+    from latentbench.model import build_model
+    from latentbench.score.likelihood import iwae_rows
+    from latentbench.score.sampling import bytes_per_item, decoder_activations
+    from latentbench.spec import Cell
+
+    mem = 6 << 30
+    conv, _ = build_model(Cell(arch="conv", latent="7x7x16", dataset="fashion_mnist"), (1, 28, 28))
+    mlp, _ = build_model(Cell(arch="mlp", latent="4096", net={"hidden": [256, 256]}), (1, 28, 28))
+    a_conv, a_mlp = decoder_activations(conv), decoder_activations(mlp)
+    assert a_conv > 50 * 784 and a_mlp < 16 * (4096 + 784)
+    assert bytes_per_item(4096, 784, a_mlp) == bytes_per_item(4096, 784)
+    assert iwae_rows(20, 784, 784, mem, a_conv) * 20 * 2 * a_conv * 4 <= mem < iwae_rows(20, 784, 784, mem) * 20 * 2 * a_conv * 4

@@ -16,12 +16,13 @@ import torch
 
 from latentbench.priors.base import diag_gaussian_log_prob
 from latentbench.score.geometry import MEM_BYTES
-from latentbench.score.sampling import bytes_per_item, keyed_normal
+from latentbench.score.sampling import bytes_per_item, decoder_activations, keyed_normal
 
 
-def iwae_rows(k: int, d: int, img_numel: int, mem_bytes: int) -> int:
-    """Images per batch so that their k latents, decoded images and temporaries stay within the bound."""
-    return max(1, mem_bytes // (k * bytes_per_item(d, img_numel)))
+def iwae_rows(k: int, d: int, img_numel: int, mem_bytes: int, activations: int = 0) -> int:
+    """Images per batch so that their k latents, decoded images and temporaries (the decoder's
+    ``activations`` per latent included) stay within the bound."""
+    return max(1, mem_bytes // (k * bytes_per_item(d, img_numel, activations)))
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def iwae_bound(model, x: torch.Tensor, k: int = 100, generator: torch.Generator 
     dev = model.device
     prior = model.generative_prior
     seed = int(torch.randint(2**62, (1,), generator=generator))
-    bs = iwae_rows(k, model.latent.dim, x[0].numel(), mem_bytes)
+    bs = iwae_rows(k, model.latent.dim, x[0].numel(), mem_bytes, decoder_activations(model))
     nll, elbo = [], []
     for i in range(0, len(x), bs):
         xb = x[i : i + bs].to(dev)
@@ -55,7 +56,7 @@ def reconstruction(model, x: torch.Tensor, generator: torch.Generator | None = N
     model.eval()
     dev = model.device
     seed = int(torch.randint(2**62, (1,), generator=generator))
-    bs = iwae_rows(1, model.latent.dim, x[0].numel(), mem_bytes)
+    bs = iwae_rows(1, model.latent.dim, x[0].numel(), mem_bytes, decoder_activations(model))
     total = 0.0
     for i in range(0, len(x), bs):
         xb = x[i : i + bs].to(dev)

@@ -27,10 +27,35 @@ def draw_block(d: int) -> int:
     return max(1, min(1000, DRAW_BYTES // (4 * d)))
 
 
-def bytes_per_item(d: int, img_numel: int = 3 * 64 * 64) -> int:
+def bytes_per_item(d: int, img_numel: int = 3 * 64 * 64, activations: int = 0) -> int:
     """A generous estimate of the memory one latent costs through an encoder or decoder pass (latent,
-    activations, image; float32), for batch sizes."""
-    return 4 * 16 * (d + img_numel)
+    activations, image; float32), for batch sizes. ``activations``: the decoder's own count per latent
+    (:func:`decoder_activations`), where it is larger than the generic guess (conv nets)."""
+    return 4 * max(16 * (d + img_numel), 2 * activations + d + img_numel)
+
+
+@torch.no_grad()
+def decoder_activations(model) -> int:
+    """Floats the decoder's layers output for one latent, measured once on a zero latent (the
+    intermediate feature maps of a conv decoder are many times the image)."""
+    cached = getattr(model, "_decoder_activations", None)
+    if cached is not None:
+        return cached
+    total = 0
+
+    def count(_module, _inputs, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.decoder.modules() if not list(m.children())]
+    try:
+        model.decode(torch.zeros(1, *model.latent.shape, device=model.device))
+    finally:
+        for h in handles:
+            h.remove()
+    model._decoder_activations = int(total)
+    return model._decoder_activations
 
 
 def decode_rows(model, img_numel: int = 3 * 64 * 64, mem_bytes: int | None = None) -> int:
