@@ -84,7 +84,8 @@ def test_default_grid_is_the_digits_baseline_and_keeps_the_published_cell_ids():
         assert Cell.from_dict(rec["cell"]).id == rec["id"] == f.stem
 
 
-BOARDS = {"digits-3seeds": "digits", "fashion_mnist-cpu": "fashion_mnist-cpu"}  # spec -> leaderboards/ folder
+BOARDS = {"digits-3seeds": "digits", "fashion_mnist-cpu": "fashion_mnist-cpu",
+          "fashion_mnist-conv-cpu": "fashion_mnist-conv-cpu"}  # spec -> leaderboards/ folder
 SHIPPED = sorted((Path(__file__).parents[1] / "latentbench" / "baselines").glob("*.toml"))
 
 
