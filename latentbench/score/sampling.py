@@ -49,11 +49,14 @@ def decoder_activations(model) -> int:
             total += out.numel()
 
     handles = [m.register_forward_hook(count) for m in model.decoder.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()  # a plugin decoder's batch-norm statistics must not see the probe
     try:
         model.decode(torch.zeros(1, *model.latent.shape, device=model.device))
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)
     model._decoder_activations = int(total)
     return model._decoder_activations
 
