@@ -4,6 +4,10 @@ A reader never sees a half-written file; a write that fails (disk full, read-onl
 temp file and raises :class:`WriteError`, one line naming the file, the cause and the fix; a killed
 writer leaves at most a ``.tmp-<name>.*`` file, which the runner removes when it resumes that cell.
 Files get the mode any file the user writes gets (``0666`` less the umask), not ``mkstemp``'s 0600.
+
+The rename never replaces what is not a file: a symlink's target is written (atomically, the link
+stays), a character device or FIFO (``/dev/null``, ``/dev/stdout``, a shell's ``>(cmd)``) is written
+through as the shell's ``>`` would, and a block device or socket is refused with one line.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,9 +57,36 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def writes_through(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (links followed) is a character device or FIFO, which is written through rather
+    than replaced; a block device or socket raises :class:`WriteError`."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # not there (or a dangling link): created as a file
+    if stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        kind = "block device" if stat.S_ISBLK(mode) else "socket"
+        raise WriteError(f"cannot write {path}: it is a {kind}, not a file; give a file path")
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _write_through(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with the user's file mode; :class:`WriteError` on failure."""
+    """Write ``data`` to ``path`` atomically with the user's file mode; :class:`WriteError` on failure.
+
+    A symlink's target is replaced (the link stays); a device or FIFO is written through."""
     path = Path(path)
+    if writes_through(path):
+        return _write_through(path, data)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

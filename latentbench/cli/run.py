@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from latentbench.atomic import writes_through
     from latentbench.data import load_data
     from latentbench.runner.preflight import check_device, check_output_folder, check_scoring
     from latentbench.runner.records import (
@@ -180,7 +182,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_scoring([cell])
     out = Path(args.out) if args.out else rescore_path(ckpt, cell, complete, payload.get("epoch"))
     refuse_overwrite(out)
-    check_output_folder(out.parent, "--out")
+    if not writes_through(out):  # a device or FIFO is written through; a file goes into a writable folder
+        check_output_folder(Path(os.path.realpath(out)).parent, "--out")
     data = load_data(cell.dataset, seed=cell.seed, **cell.data)
     t0 = time.time()
     metrics, notes, timing = score_model(model, data, cell, device, quiet=args.quiet)

@@ -93,10 +93,15 @@ def _nearest_existing(path: Path) -> Path:
 def check_output_file(path: str | Path, flag: str = "--out", example: str = "leaderboard.md") -> Path:
     """A file path that can be written (atomically: its folder must be writable), checked before any
     work; a folder, a missing or read-only parent is one line naming the fix."""
+    from latentbench.atomic import writes_through
+
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file path, e.g. {path / example}")
-    base = _nearest_existing(path.parent)
+    if writes_through(path):  # a device or FIFO (/dev/null, >(cmd)): written through, no temp file
+        return path
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link's target is written
+    base = _nearest_existing(target.parent)
     if not base.is_dir():
         raise UserError(f"{flag} {path}: {base} is a file, not a folder; choose another path")
     if not os.access(base, os.W_OK | os.X_OK):
