@@ -176,7 +176,7 @@ def test_score_writes_beside_the_run_and_never_replaces_its_record(tiny_run, cap
     assert rec.read_bytes() == good
     assert main(["score", str(ckpt), "--quiet", "--out", str(rec)]) == 2
     line = capsys.readouterr().err
-    assert "a re-score never replaces it" in line and rec.read_bytes() == good
+    assert "inside a run's records/" in line and rec.read_bytes() == good
     assert _rerun_counts(out, capsys) == (0, 1)
 
 

@@ -19,7 +19,7 @@ from latentbench.atomic import atomic_write_text, write_error
 from latentbench.errors import UserError
 from latentbench.report.compare import split_settings
 from latentbench.runner.grid import expected_cells
-from latentbench.runner.records import read_records, record_files
+from latentbench.runner.records import read_records, record_files, record_origin
 
 
 def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, partial: bool = False,
@@ -31,7 +31,8 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
         validate_name(name.replace("-", "_"))
     except ValueError:
         raise UserError(f"bad --name {name!r}: use lowercase letters, digits, '_' and '-'") from None
-    records = read_records([run_dir])
+    # only the grid's own records are its cells: a re-score left in records/ is never published as one
+    records = [r for r in read_records([run_dir]) if record_origin(r) == "run"]
     groups = split_settings(records)
     if len(groups) > 1:
         from latentbench.report.compare import setting_differences
@@ -95,7 +96,10 @@ def _build(tmp: Path, out: Path, run_dir: Path, name: str, ok: list, df: Any, ho
     from latentbench.report.plots import make_plots
 
     (tmp / "records").mkdir()
+    cells = {Path(r["_path"]).name for r in ok + failed}
     for f in record_files(Path(run_dir)):
+        if f.name not in cells:  # a re-score, not one of the grid's cells
+            continue
         shutil.copy2(f, tmp / "records" / f.name)
         npz = f.with_suffix(".samples.npz")
         if npz.is_file():
@@ -130,7 +134,7 @@ def write_index(dest: Path) -> Path:
     rows = ["# Published leaderboards", "",
             "Each folder holds the records it was built from, its tables (README.md), results.csv and plots.", "",
             "| leaderboard | dataset | remedies | latent sizes | seeds | records |", "|---|---|---|---|---|---|"]
-    for sub in sorted(p for p in dest.iterdir() if (p / "records").is_dir()):
+    for sub in sorted(p for p in dest.iterdir() if (p / "records").is_dir() and not p.name.startswith(".")):
         recs = [r for r in read_records([sub], skip_bad=True) if r.get("status") == "ok"]
         if not recs:
             continue

@@ -159,6 +159,7 @@ def check_output_folder(folder: Path, flag: str = "--out") -> None:
             os.fsync(f.fileno())
         probe.unlink()
     except OSError as exc:
+        probe.unlink(missing_ok=True)  # created, then the write failed (a full disk): no 0-byte probe left
         for p in reversed(created):
             try:
                 p.rmdir()

@@ -11,6 +11,7 @@ grid's cells (records before the field are told apart by their ``provenance.comm
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -179,11 +180,28 @@ def rescore_path(checkpoint: Path, cell: Cell, complete: bool, epoch: int | None
     return base / "rescored" / (f"{cell.id}.json" if complete else f"{cell.id}.epoch{epoch}.json")
 
 
+def is_run_records(folder: Path) -> bool:
+    """Whether ``folder`` is a run's ``records/`` (the cells a grid counts and a board publishes): named
+    ``records`` beside the run's ``grids/``, or holding a cell's record, checkpoint or lock."""
+    folder = Path(os.path.realpath(folder))
+    if folder.name != "records" or not folder.is_dir():
+        return False
+    if (folder.parent / "grids").is_dir():
+        return True
+    return any(p.suffix in (".json", ".pt", ".lock") and not p.name.startswith(".") for p in folder.iterdir())
+
+
 def refuse_overwrite(path: Path) -> None:
-    """A re-score never replaces a record written by ``run`` (nor one of a newer schema)."""
+    """A re-score never replaces a record written by ``run`` (nor one of a newer schema), and never goes
+    into a run's ``records/``, where it would stand for the grid's own cell."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; give the record's file path, e.g. {path}/rescored.json")
+    parent = Path(os.path.realpath(path)).parent  # a link's target is what would be written
+    if is_run_records(parent):
+        where = parent.parent / "rescored" / path.name
+        raise UserError(f"--out {path} is inside a run's records/, where only `latentbench run` writes its "
+                        f"cells; leave out --out (it goes to {where}) or give a path outside records/")
     if not path.is_file():
         return
     try:
