@@ -27,11 +27,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         if len(kinds) > 1:
             print(f"{kind}:")
         width = max((len(n) for n in names), default=0)
+        goals = {}
+        if kind == "metrics":  # how tables read each metric: its goal, and whether it is a bound
+            from latentbench.report.tables import direction
+
+            goals = {name: direction(reg.get(name)) for name in names}
+        goal_width = max((len(g) for g in goals.values()), default=0)
         for name in names:
-            direction = ""
-            if kind == "metrics":
-                direction = f"{reg.get(name).direction:<24} "
-            print(f"{'  ' if len(kinds) > 1 else ''}{name:<{width}}  {direction}{reg.describe(name)}")
+            goal = f"{goals[name]:<{goal_width}}  " if goals else ""
+            print(f"{'  ' if len(kinds) > 1 else ''}{name:<{width}}  {goal}{reg.describe(name)}")
+        if goals:
+            print(f"{'  ' if len(kinds) > 1 else ''}Tables rank a metric by its goal (a target metric by its "
+                  "distance to the target) and bold every row within the record's noise floor of the best; "
+                  "descriptive metrics and bounds are shown, never ranked.")
         if kind == "datasets" and not args.pattern:
             pad = "  " if len(kinds) > 1 else ""
             print(f"{pad}{'npz:PATH':<{width}}  your own images in a .npz/.npy array (see README, Datasets)")

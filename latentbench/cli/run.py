@@ -127,7 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def report_run(folder: Path) -> None:
-    """Write ``folder/leaderboard.md`` and ``folder/plots`` from the records so far, and print the board."""
+    """Write ``folder/leaderboard.md`` (every table) and ``folder/plots`` from the records so far, and
+    print the short board (the gap and the reconstruction side)."""
     try:
         from latentbench.report.leaderboard import render
         from latentbench.report.plots import make_plots
@@ -137,12 +138,13 @@ def report_run(folder: Path) -> None:
         records = read_records([folder], skip_bad=True)
         df = records_frame(records)
         if not df.empty:
-            text = render(df, "fid_prior", "markdown")
             from latentbench.atomic import atomic_write_text
 
-            atomic_write_text(folder / "leaderboard.md", text)
+            atomic_write_text(folder / "leaderboard.md", render(df, fmt="markdown"))
             make_plots(records, df, folder / "plots")
-            print(text)
+            print(render(df, fmt="markdown", brief=True))
+            print(f"every table (latent geometry, likelihood, bounds): {folder / 'leaderboard.md'}; "
+                  f"plots: {folder / 'plots'}")
     except UserError as exc:
         print(f"latentbench: no leaderboard yet: {exc}", file=sys.stderr)
 
@@ -209,8 +211,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     df = records_frame(records)
     if df.empty:
         raise UserError("these folders hold no successful records")
+    brief = args.format == "markdown" and not out and not args.full  # the terminal gets the short board
     try:
-        text, paths = render_board(records, df, args.metric, args.format, plots_dir=plots)
+        text, paths = render_board(records, df, args.metric, args.format, plots_dir=plots, brief=brief)
         if out:
             from latentbench.atomic import atomic_write_text
 
@@ -224,6 +227,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"wrote {out}", file=sys.stderr)
     else:
         print(text, end="")
+        if brief:
+            print("\n(the short board; --full or --out FILE for every table: latent geometry, likelihood, bounds)")
     return 0
 
 
@@ -286,8 +291,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("leaderboard", help="tables (and plots) from the records of one or more runs")
     p.add_argument("dirs", nargs="+", help="run or leaderboard folders")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "html"])
-    p.add_argument("--metric", default="fid_prior")
-    p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--metric", help="the metric the board leads with (default: fid_prior_post, the gap)")
+    p.add_argument("--out", help="write every table to this file instead of the short board to stdout")
+    p.add_argument("--full", action="store_true", help="print every table, not the short board")
     p.add_argument("--plots", help="also write PNG plots to this folder")
     p.add_argument("--skip-bad", action="store_true", dest="skip_bad", help="skip corrupt record files")
     p.add_argument("--allow-mismatch", action="store_true", dest="allow_mismatch",
@@ -298,7 +304,7 @@ def add_commands(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--name", required=True, help="leaderboard name (folder under --dest)")
     p.add_argument("--dest", default="leaderboards", help="where leaderboards live (default leaderboards)")
-    p.add_argument("--metric", default="fid_prior")
+    p.add_argument("--metric", help="the metric the board leads with (default: fid_prior_post, the gap)")
     p.add_argument("--partial", action="store_true", help="publish an incomplete run, marking its holes")
     p.set_defaults(func=cmd_publish)
 

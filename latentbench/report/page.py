@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from latentbench.report.tables import GAP_METRICS, footnotes, header, summary, table
+from latentbench.report.tables import (
+    SECTIONS,
+    floor_caveat,
+    footnotes,
+    header,
+    shown,
+    summary,
+    table,
+    table_notes,
+    title,
+)
 
 _SCRIPT = """
 document.querySelectorAll('table.lb').forEach(function (t) {
@@ -61,18 +71,23 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text).replace("**", ""))
 
 
-def render_html(df: pd.DataFrame, metric: str, plots: list[Path] | None = None, title: str = "latentbench leaderboard",
+def render_html(df: pd.DataFrame, metric: str, plots: list[Path] | None = None, title_text: str = "latentbench leaderboard",
                 holes: dict | None = None) -> str:
-    """The page: header, the ranked table, its † footnotes, the gap tables and the plots (embedded)."""
+    """The page: header, the lead table with its notes and † footnotes, every other table by section
+    (as in the markdown file) and the plots (embedded)."""
     head = _inline(header(df, metric)).replace("\n\n", "</p><p>")
-    parts = [f"<h1>{html.escape(title)}</h1>", "<p>" + head + "</p>",
+    parts = [f"<h1>{html.escape(title_text)}</h1>", "<p>" + head + "</p>",
              _table_html(df, metric, "main", holes)]
-    parts += [f'<p class="note">{_inline(note)}</p>' for note in footnotes(df)]
-    for m in GAP_METRICS:
-        if m in df.columns and m != metric:
-            parts += [f"<h3>{html.escape(m)}</h3>", _table_html(df, m, f"gap-{m}", holes)]
+    parts += [f'<p class="note">{_inline(note)}</p>' for note in table_notes(df, metric) + footnotes(df) + floor_caveat(df)]
+    for name, names in SECTIONS:
+        ms = [m for m in shown(df, names) if m != metric]
+        if ms:
+            parts.append(f"<h2>{html.escape(name)}</h2>")
+        for m in ms:
+            parts += [f"<h3>{html.escape(m)}</h3>", f"<p>{_inline(title(m))}</p>", _table_html(df, m, f"gap-{m}", holes)]
+            parts += [f'<p class="note">{_inline(note)}</p>' for note in table_notes(df, m)]
     for p in plots or []:
         data = base64.b64encode(Path(p).read_bytes()).decode()
         parts.append(f'<h3>{html.escape(Path(p).stem)}</h3><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,{data}">')
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title_text)}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>\n")

@@ -19,20 +19,38 @@ import pandas as pd  # noqa: E402
 from latentbench.atomic import atomic_write_bytes  # noqa: E402
 from latentbench.registry import METRICS  # noqa: E402
 
-PLOT_METRICS = ("fid_prior", "fid_post", "fid_prior_post", "hole_fraction", "marginal_kl", "nll_iw", "kl",
-                "mmd_latent")
+PLOT_METRICS = ("fid_prior", "fid_post", "fid_prior_post", "fid_mu_unit", "hole_fraction", "spec_wide",
+                "spec_narrow", "mean_offset", "sub_spread", "nll_iw", "kl", "active_units", "mmd_latent")
 
 
 def metric_vs_latent(df: pd.DataFrame, metric: str, path: Path) -> Path:
+    """One line per row against latent size (mean ± std over seeds); the metric's goal in the title, its
+    target and its noise floor (where the records carry one) as grey lines, collapsed cells hollow."""
+    from latentbench.report.tables import direction, floor_summary
+
+    info = METRICS.get(metric) if metric in METRICS else None
     fig, ax = plt.subplots(figsize=(6, 4))
+    collapsed = df["collapsed"].astype(bool) if "collapsed" in df else pd.Series(False, index=df.index)
     for remedy, sub in df.groupby("row"):
         g = sub.groupby("latent_dim")[metric]
         mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-        ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, label=remedy)
+        line = ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, label=remedy)
+        hollow = sorted(set(sub.loc[collapsed.loc[sub.index], "latent_dim"]))
+        if hollow:
+            ax.plot(hollow, mean.reindex(hollow).values, "o", mfc="white", color=line[0].get_color(), zorder=3)
+    if info is not None and info.goal == "target":
+        ax.axhline(float(info.target), color="grey", lw=0.8, ls=":", label=f"target {float(info.target):g}")
+    floor = floor_summary(df, metric)
+    if floor.notna().any().any():
+        dims = {lat: d for lat, d in zip(df["latent"], df["latent_dim"])}
+        per = floor.mean(axis=0).dropna()
+        ax.plot([dims[lat] for lat in per.index], per.values, color="grey", lw=1.0, ls="--", label="noise floor")
+    if collapsed.any():
+        ax.plot([], [], "o", mfc="white", color="grey", label="collapsed latent")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("latent dimension D")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} ({METRICS.get(metric).direction})" if metric in METRICS else metric)
+    ax.set_ylabel(metric + (f" ({info.bound} bound)" if info is not None and info.bound else ""))
+    ax.set_title(f"{metric} ({direction(info)})" if info is not None else metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
