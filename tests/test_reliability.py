@@ -79,13 +79,14 @@ def test_sigkill_mid_grid_then_rerun_keeps_finished_records_byte_identical(tmp_p
     assert not list((out / "records").glob(".tmp-*")) and not list((out / "records").glob("*.lock"))
 
 
-def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_sigint_or_sighup_stops_cleanly_and_says_how_to_resume(tmp_path, sig, code):
     out = tmp_path / "run"
     proc = _start(out)
     _wait_for_records(out, 1, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)  # SIGHUP: the terminal or ssh session closed
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == code
     assert "interrupted" in err and "Run the same command again to resume" in err
     assert "Traceback" not in err
     assert not list((out / "records").glob(".tmp-*")) and not list((out / "records").glob("*.lock"))

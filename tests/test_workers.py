@@ -87,6 +87,60 @@ def test_a_killed_worker_fails_its_cell_the_grid_goes_on_and_sigterm_stops_all_w
             os.kill(pid, 0)
 
 
+def _lock_pids(out: Path) -> set[int]:
+    pids = set()
+    for lock in (out / "records").glob("*.lock"):
+        try:
+            pids.add(int(json.loads(lock.read_text())["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _until(cond, what: str, polls: int = 1200):
+    for _ in range(polls):
+        if got := cond():
+            return got
+        time.sleep(0.05)
+    pytest.fail(f"no {what} after {polls} polls")
+
+
+def test_killing_the_parent_stops_its_workers_and_records_no_failure(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "latentbench", *RUN, "--epochs", "400", "--out", str(out),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = _wait_for(lambda: (p := _lock_pids(out)) and len(p) == 2 and p, proc, "two cells claimed by workers")
+    proc.kill()
+    proc.wait()
+    _until(lambda: not any(_alive(p) for p in pids), "exit of the orphaned workers")
+    left = sorted(p.name for p in (out / "records").iterdir() if p.suffix in (".json", ".lock") or p.name[:5] == ".tmp-")
+    assert left == []  # no "failed" record for the parent's death, no lease or temp file left
+
+
+def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "latentbench", *RUN, "--epochs", "400", "--out", str(out),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(lambda: len(_lock_pids(out)) == 2, proc, "two cells claimed by workers")
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "race condition" not in err and "Run the same command again" in err
+    assert not list((out / "records").glob("*.lock")) and not list((out / "records").glob("*.json"))
+
+
 def test_workers_below_one_is_one_line(tmp_path, capsys):
     assert main([*RUN, "--out", str(tmp_path / "run"), "--workers", "0"]) == 2
     assert "bad --workers 0" in capsys.readouterr().err

@@ -75,16 +75,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (what SLURM, Kubernetes and ``kill`` send), raised where the program is, so that it unwinds
-    like Ctrl-C: locks released, nothing half-written, the resume hint printed. Its exit code is 143
-    (128 + SIGTERM, the shell's convention) so that a scheduler or script can tell it from Ctrl-C's 130."""
+    """SIGTERM (what SLURM, Kubernetes and ``kill`` send) or SIGHUP (a closed terminal or ssh session),
+    raised where the program is, so that it unwinds like Ctrl-C: locks released, nothing half-written,
+    the resume hint printed. Its exit code is 128 + the signal (143, 129: the shell's convention) so that
+    a scheduler or script can tell it from Ctrl-C's 130."""
 
     exit_code = 128 + signal.SIGTERM
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.exit_code = 128 + int(signum)
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the unwinding
-    raise Terminated()
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Ignore a repeated stop signal (a Python handler: ``SIG_IGN`` set from inside a handler can make
+    Python print "Signal 15 ignored due to race condition")."""
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    for sig in STOP_SIGNALS:  # a second signal must not interrupt the unwinding
+        if signal.getsignal(sig) is _on_stop_signal:
+            signal.signal(sig, _ignore)
+    raise Terminated(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.command_line = "latentbench " + " ".join(shlex.quote(a) for a in argv)
-    # SIGTERM unwinds like Ctrl-C, unless the program that calls main handles it already (submitit's
-    # job wrapper on a cluster does: it checkpoints and requeues the task)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, unless the program that calls main handles them already
+    # (submitit's job wrapper on a cluster does: it checkpoints and requeues the task) or ignores them
+    # (``nohup`` ignores SIGHUP)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-    ours = main_thread and previous in (signal.SIG_DFL, None)
-    if ours:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main_thread else {}
+    ours = [sig for sig, old in previous.items() if old in (signal.SIG_DFL, None)]
+    for sig in ours:
+        signal.signal(sig, _on_stop_signal)
     try:
         if getattr(args, "memory_gb", None) is not None:
             from latentbench.device import set_memory_gb
@@ -144,5 +160,5 @@ def main(argv: list[str] | None = None) -> int:
         print("latentbench: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     finally:
-        if ours:
-            signal.signal(signal.SIGTERM, previous)
+        for sig in ours:
+            signal.signal(sig, previous[sig])

@@ -9,9 +9,11 @@ the parent draws the one grid bar. A worker that dies (killed, out of host memor
 recorded as failed and its lease released, and a fresh worker takes its place. The parent makes each
 cell's lease token and sends it with the cell, so it tells from the lock file alone whether the dead worker
 still held the cell (PIDs are never consulted); a cell whose record the worker had already written counts
-as computed and nothing is written over it. Ctrl-C, SIGTERM or any error in the
+as computed and nothing is written over it. Ctrl-C, SIGTERM, SIGHUP or any error in the
 parent stops every worker (each unwinds like a single run: lease released, nothing half-written) before
-the parent re-raises, so the command prints the resume hint.
+the parent re-raises, so the command prints the resume hint. A worker dies with its parent (a killed
+parent leaves no orphan): the kernel sends it SIGTERM (Linux), or its next message finds the pipe broken;
+it unwinds without recording anything, for its cell is not at fault.
 
 On the CPU each worker gets ``cores // N`` torch threads, so N workers do not oversubscribe the cores.
 """
@@ -40,30 +42,69 @@ from latentbench.spec import Cell
 STOP_WAIT_S = 60.0  # how long stopping workers may take to unwind before they are killed
 
 
+class ParentGone(SystemExit):
+    """The parent process is gone: the worker unwinds (lease released, nothing recorded), for the cell is
+    not at fault; a later run computes it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
 class _PipeProgress:
-    """The worker's side of the grid bar: every event goes to the parent."""
+    """The worker's side of the grid bar: every event goes to the parent (a broken pipe means the parent
+    died: :class:`ParentGone`, never a failure of the cell)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
+    def _send(self, msg: tuple) -> None:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, EOFError, ConnectionError, OSError):
+            raise ParentGone() from None
+
     def start(self, cell_id: str, label: str, token: str | None = None) -> None:
-        self.conn.send(("start", cell_id, label, token))
+        self._send(("start", cell_id, label, token))
 
     def epoch(self, cell_id: str, epoch: int, epochs: int) -> None:
-        self.conn.send(("epoch", cell_id, epoch, epochs))
+        self._send(("epoch", cell_id, epoch, epochs))
 
     def stage(self, cell_id: str, stage: str) -> None:
-        self.conn.send(("stage", cell_id, stage))
+        self._send(("stage", cell_id, stage))
 
     def write(self, message: str) -> None:
-        self.conn.send(("write", message))
+        self._send(("write", message))
+
+
+def ignore_signal(signum: int, frame: object) -> None:
+    """A handler that ignores its signal. Unlike ``SIG_IGN`` it is safe to install from inside a handler:
+    a signal already on its way then never prints "Signal 15 ignored due to race condition"."""
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _stop_once(signum: int, frame: object) -> None:
-    """The first SIGINT or SIGTERM unwinds the worker; later ones must not interrupt the unwinding."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The first SIGINT, SIGTERM or SIGHUP unwinds the worker; later ones must not interrupt the unwinding."""
+    for sig in _STOPS:
+        if signal.getsignal(sig) is _stop_once:
+            signal.signal(sig, ignore_signal)
     raise KeyboardInterrupt
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the parent dies (Linux), so that a killed parent leaves no orphaned
+    worker computing a cell nobody waits for; if the parent died before this, stop now."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the broken pipe tells the worker at its next message
+        pass
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        raise ParentGone()
 
 
 def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tracker: Any,
@@ -71,8 +112,10 @@ def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tr
     """A worker process: compute the cells the parent sends until it says stop."""
     from latentbench.runner.grid import attempt_cell
 
-    signal.signal(signal.SIGINT, _stop_once)
-    signal.signal(signal.SIGTERM, _stop_once)
+    for sig in _STOPS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
+            signal.signal(sig, _stop_once)
+    die_with_parent()
     if threads:
         torch.set_num_threads(threads)
     progress, data_cache = _PipeProgress(conn), {}
@@ -84,10 +127,10 @@ def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tr
             cell = Cell.from_dict(msg[1])
             outcome, rec = attempt_cell(cell, Path(folder), torch.device(device), progress, force=msg[2],
                                         data_cache=data_cache, tracker=tracker, token=msg[3], **opts)
-            conn.send(("end", cell.id, outcome, rec.get("error") if rec else None))
+            progress._send(("end", cell.id, outcome, rec.get("error") if rec else None))
     except KeyboardInterrupt:
         sys.exit(130)
-    except (EOFError, BrokenPipeError):  # the parent is gone: nothing left to report to
+    except (EOFError, BrokenPipeError, ConnectionError):  # the parent is gone: nothing left to report to
         sys.exit(1)
     except UserError as exc:  # e.g. the output folder became unwritable: one line, like a single run
         try:
@@ -316,7 +359,7 @@ def _record_dead(slot: _Slot, queue: _Queue, folder: Path, device: torch.device,
 def _stop_all(slots: list[_Slot], folder: Path) -> None:
     """Stop every worker (SIGTERM: each unwinds and releases its lease); kill any that hang, and free
     their leases, so that the same command resumes at once."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+    old = signal.signal(signal.SIGINT, ignore_signal)  # a second Ctrl-C must not cut the cleanup short
     try:
         for slot in slots:
             if slot.proc.is_alive():
