@@ -27,7 +27,7 @@ import torch
 from latentbench.atomic import atomic_write_bytes, atomic_write_text, write_error
 from latentbench.data import load_data
 from latentbench.errors import UserError
-from latentbench.runner.locks import CellLock, lease_seconds
+from latentbench.runner.locks import CellLock, LeaseLost, lease_seconds
 from latentbench.runner.progress import GridProgress, cell_label
 from latentbench.runner.records import (
     NewerRecordError,
@@ -149,8 +149,9 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     """Train, fit, score and record one cell; a failure becomes a failed record.
 
     ``on_epoch(epoch, stats)`` follows training and ``on_stage(name)`` the scoring stages. With
-    ``lock``, the record and the sample snapshot are written only while its lease is still this run's
-    (otherwise the returned record has ``status`` ``lost``). A record that cannot be written (disk full)
+    ``lock``, checkpoints, the record and the sample snapshot are written only while its lease is still
+    this run's (checked after every epoch and before every write; otherwise training stops and the
+    returned record has ``status`` ``lost``). A record that cannot be written (disk full)
     is returned failed with a one-line error and the grid goes on."""
     from latentbench.score.sampling import sample_snapshot
     from latentbench.score.scorer import score_model
@@ -168,7 +169,8 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
             data_cache[key] = load_data(cell.dataset, seed=cell.seed, **cell.data)
         data = data_cache[key]
         model, data, info = train_cell(cell, device, checkpoint=folder / "records" / f"{cell.id}.pt",
-                                       quiet=True, compile=compile, data=data, on_epoch=on_epoch)
+                                       quiet=True, compile=compile, data=data, on_epoch=on_epoch,
+                                       guard=lock.check if lock is not None else None)
         t = time.perf_counter()
         metrics, notes, timing = score_model(model, data, cell, device, quiet=quiet, on_stage=on_stage)
         timing = {"train_s": info["train_s"], "expost_s": info["expost_s"], **timing,
@@ -179,6 +181,8 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing, prov=prov)
     except (KeyboardInterrupt, SystemExit):
         raise
+    except LeaseLost as exc:  # stalled past the lease: another run has the cell now, nothing more is written
+        return {**make_record(cell, status="failed", prov=prov), "status": "lost", "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and the grid goes on
         if _is_oom(exc):  # CUDA's OutOfMemoryError, MemoryError, or an allocator's RuntimeError
             first = (str(exc) or type(exc).__name__).strip().splitlines()[0]
@@ -228,9 +232,9 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
     if (other := failed_meanwhile(rec_path, since)) is not None:
         return "failed", other
     lock = CellLock(rec_path.with_suffix(".lock"), token=token)
-    if not lock.acquire():
-        return "busy", None
-    try:
+    try:  # acquire inside the try: a signal right after the claim still releases it
+        if not lock.acquire():
+            return "busy", None
         if not force and is_finished(rec_path, cell):  # another process finished it meanwhile
             return "skipped", None
         if (other := failed_meanwhile(rec_path, since)) is not None:

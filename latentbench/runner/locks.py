@@ -43,6 +43,11 @@ def lease_seconds() -> float:
     return value
 
 
+class LeaseLost(Exception):
+    """This run's lease on a cell was taken over (it stalled past the lease): it must write nothing more
+    for that cell, neither checkpoint nor record."""
+
+
 class CellLock:
     """A lease on one cell: ``acquire()`` claims it (and starts the heartbeat), ``release()`` gives it up.
 
@@ -82,6 +87,11 @@ class CellLock:
         got = self._read()
         return got is not None and self._token_of(got[0]) == self.token
 
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless the lease is still this run's (before every write of the cell)."""
+        if not self.owned():
+            raise LeaseLost(f"the lease on {self.path.stem} was taken over by another run")
+
     # -- claiming ------------------------------------------------------------------------------
     def _body(self) -> bytes:
         return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
@@ -98,6 +108,7 @@ class CellLock:
                 fs_now = os.fstat(f.fileno()).st_mtime
             try:
                 os.link(tmp, self.path)  # fails if the lock exists: create-with-content in one step
+                self.held = True  # at once: a signal from here on still has release() remove it
                 return True, fs_now
             except FileExistsError:
                 return False, fs_now
@@ -131,7 +142,6 @@ class CellLock:
         for _ in range(3):
             created, fs_now = self._try_create()
             if created:
-                self.held = True
                 self._start_heartbeat()
                 return True
             got = self._read()

@@ -8,7 +8,8 @@ held-out images) and the record file as artifacts, and the record's notes as tag
 children of one run per grid, which receives ``leaderboard.md`` and the plots when the grid ends.
 
 Re-runs do not duplicate: a cell's run is found by its tag. A run of an interrupted cell is continued
-when the cell resumes from its checkpoint; a recomputed cell (``--force``, or a failed cell tried again
+when the cell resumes from its checkpoint (the epochs it retrains after the checkpoint, logged once
+already, are not logged again: one point per epoch); a recomputed cell (``--force``, or a failed cell tried again
 from scratch) replaces its old run (MLflow's soft delete); a finished cell that has no run yet (a
 grid first run without ``--track``) gets one from its record and checkpoint.
 
@@ -165,12 +166,16 @@ class CellRun:
         self.tracker, self.cell, self.progress = tracker, cell, progress
         self.run_id: str | None = None
         self.epochs_logged = 0
+        self.logged_through = 0  # epochs already logged by the interrupted run this one continues
         try:
             client = tracker.client
             old = tracker.find(CELL_TAG, cell.id)
             if resume and old:
                 self.run_id = old[0].info.run_id
                 client.update_run(self.run_id, status="RUNNING")
+                # the killed run logged epochs past its last checkpoint, which the resumed cell trains again
+                self.logged_through = max((m.step for m in client.get_metric_history(self.run_id, "loss")),
+                                          default=0)
                 old = old[1:]
             for r in old:  # a recomputation replaces the old runs of the cell
                 client.delete_run(r.info.run_id)
@@ -207,7 +212,7 @@ class CellRun:
 
     def log_epoch(self, stats: dict[str, Any]) -> None:
         """One epoch's loss and held-out terms, at step = epoch."""
-        if self.run_id is None:
+        if self.run_id is None or int(stats["epoch"]) <= self.logged_through:  # one point per epoch
             return
         try:
             self._metrics({k: stats[k] for k in EPOCH_KEYS if k in stats}, step=int(stats["epoch"]))

@@ -101,10 +101,14 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     state: dict[str, Any] | None = None,
     checkpoint_every: int = 10,
+    guard: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_x`` for ``cell.epochs`` epochs (resuming from ``state`` if given).
 
     ``on_epoch(epoch, stats)`` is called after each epoch with the held-out ELBO (Optuna reports it).
+    ``guard()`` is called after each epoch, before any checkpoint is written, and raises to stop (a run
+    whose lease on the cell was taken over writes nothing more). ``train_s`` counts the epochs of a
+    resumed ``state`` too: it is the training time of the weights, however many runs it took.
     """
     model.to(device).train()
     if device.type == "cuda" and cell.arch == "conv":
@@ -113,13 +117,14 @@ def fit(
     fit_x, val_x = fit_x.to(device), val_x.to(device)
     opt = make_optimizer(model, cell.lr)
     result = TrainResult()
-    start_epoch = 0
+    start_epoch, train_s_before = 0, 0.0
     # early stopping watches -ELBO on the validation images (lower is better)
     stopper = EarlyStopping(cell.early_stop, model)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         result.history = list(state.get("history", []))
         start_epoch = int(state["epoch"])
+        train_s_before = float(state.get("train_s") or 0.0)  # saved by the checkpoint, since a resume
         best = state.get("best_elbo")
         stopper = EarlyStopping(cell.early_stop, model, best=None if best is None else -best,
                                 bad=int(state.get("bad_epochs", 0)))
@@ -159,17 +164,20 @@ def fit(
             result.epochs_run = epoch + 1
             break
         result.epochs_run = epoch + 1
+        if guard is not None:
+            guard()
         if (checkpoint is not None and image_shape is not None and checkpoint_every
                 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < cell.epochs):
             save_checkpoint(checkpoint, model, cell, image_shape, optimizer=opt, epoch=epoch + 1,
                             history=result.history, extra={"best_elbo": None if math.isinf(stopper.best) else -stopper.best,
-                                   "bad_epochs": stopper.bad})
+                                   "bad_epochs": stopper.bad,
+                                   "train_s": train_s_before + time.perf_counter() - t0})
         if on_epoch is not None:
             on_epoch(epoch + 1, stats)
     bar.close()
     if result.stopped_early:
         stopper.restore()
-    result.train_s = time.perf_counter() - t0
+    result.train_s = train_s_before + time.perf_counter() - t0
     result.optimizer = opt
     return result
 
@@ -184,9 +192,11 @@ def train_cell(
     data: Data | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint_every: int = 10,
+    guard: Callable[[], None] | None = None,
 ) -> tuple[VAE, Data, dict[str, Any]]:
     """Load data, build, train (resuming from ``checkpoint`` if it holds a partial run), ex-post fit
-    and save. Returns (model, data, info) where info has the history and timings."""
+    and save. Returns (model, data, info) where info has the history and timings. ``guard`` (see
+    :func:`fit`) is also called before the finished checkpoint is written."""
     data = data or load_data(cell.dataset, seed=cell.seed, **cell.data)
     torch.manual_seed(cell.seed)
     state = None
@@ -199,15 +209,17 @@ def train_cell(
         model, remedy = build_model(cell, data.image_shape)
     result = fit(model, remedy, cell, data.train, device, quiet=quiet, compile=compile,
                  checkpoint=checkpoint, image_shape=data.image_shape, on_epoch=on_epoch, state=state,
-                 checkpoint_every=checkpoint_every)
+                 checkpoint_every=checkpoint_every, guard=guard)
     expost_s = fit_expost(model, remedy, data.train.to(device), cell.seed, quiet=quiet)
     info = {
         "history": result.history,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
-        "train_s": result.train_s + (state or {}).get("info", {}).get("train_s", 0.0),
+        "train_s": result.train_s,
         "expost_s": expost_s,
     }
+    if guard is not None:
+        guard()
     if checkpoint is not None:
         save_checkpoint(checkpoint, model, cell, data.image_shape, optimizer=result.optimizer,
                         epoch=result.epochs_run, history=result.history, complete=True, info=info)
