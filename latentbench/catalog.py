@@ -13,6 +13,8 @@ _REMEDIES = {
              "VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"),
     "flow_prior": ("latentbench.remedies.flow_prior:FlowPriorRemedy",
                    "Coupling-flow prior trained jointly (RealNVP / Glow-style; Xu et al. 2019)"),
+    "expost_gaussian": ("latentbench.remedies.expost_gaussian:ExpostGaussianRemedy",
+                        "Plain VAE + one Gaussian moment-matched to the aggregate posterior (Ghosh et al. 2020, K = 1)"),
     "expost_gmm": ("latentbench.remedies.expost_gmm:ExpostGMMRemedy",
                    "Plain VAE + GMM fitted on the codes after training, K by BIC (Ghosh et al. 2020)"),
     "expost_flow": ("latentbench.remedies.expost_flow:ExpostFlowRemedy",

@@ -6,7 +6,8 @@ from latentbench.errors import UserError
 from latentbench.spec import Cell
 from latentbench.training.loop import load_checkpoint, train_cell
 
-BUILTINS = ["vae", "beta_vae", "mog_prior", "vamp", "flow_prior", "expost_gmm", "expost_flow", "two_stage"]
+BUILTINS = ["vae", "beta_vae", "mog_prior", "vamp", "flow_prior", "expost_gaussian", "expost_gmm", "expost_flow",
+            "two_stage"]
 # trained in tests/test_new_priors.py with small settings; here: registration, papers, search spaces
 NEW = ["ncp_prior", "expost_diffusion"]
 SMALL = {"two_stage": {"hidden": 32, "fit_epochs": 5}, "expost_flow": {"fit_epochs": 5, "hidden": 32}}
@@ -61,7 +62,7 @@ def test_each_remedy_trains_with_a_spatial_latent_on_synthetic_16x16(name, cpu):
     assert model.decode_mean(s).shape == (3, 1, 16, 16)
 
 
-@pytest.mark.parametrize("name", ["expost_gmm", "expost_flow", "two_stage"])
+@pytest.mark.parametrize("name", ["expost_gaussian", "expost_gmm", "expost_flow", "two_stage"])
 def test_checkpoint_keeps_the_fitted_expost_prior(name, cpu, tmp_path):
     cell = Cell(remedy=name, latent="3", epochs=2, net={"hidden": [32]}, remedy_params=SMALL.get(name, {}))
     ckpt = tmp_path / "c.pt"

@@ -29,6 +29,9 @@ class Prior(nn.Module):
     #: False for a prior whose ``log_prob`` has no tractable value (it raises NotImplementedError);
     #: density metrics of such a prior are recorded as absent.
     has_log_prob: ClassVar[bool] = True
+    #: True for a prior whose law is exactly one Gaussian (its moments say everything about it); the
+    #: scorer's Gaussian moment-match metrics are defined only for such priors.
+    gaussian: ClassVar[bool] = False
 
     def __init__(self, latent: LatentShape) -> None:
         super().__init__()

@@ -13,6 +13,8 @@ from latentbench.priors.base import LOG_2PI, Prior, randn
 class StandardNormal(Prior):
     """N(0, I) over the flattened latent."""
 
+    gaussian = True
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.pow(2) + LOG_2PI).flatten(1).sum(1)
 
