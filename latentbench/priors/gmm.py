@@ -1,26 +1,36 @@
 """Ex-post Gaussian mixture density on aggregate-posterior codes (Ghosh et al. 2020, "From Variational
 to Deterministic Autoencoders", Sec. 4: fit a GMM to the codes after training and sample from it).
 
-The fit uses scikit-learn's ``GaussianMixture``; K is chosen by BIC over ``ks``.
+The fit uses scikit-learn's ``GaussianMixture``; K is chosen by BIC over ``ks`` (Schwarz 1978). A K
+whose fit fails (a component collapsing onto too few codes raises ``ValueError`` at large D, or K
+exceeds the codes) is skipped; the record's notes hold the chosen K (``gmm_k``), the BIC of every K
+fitted (``gmm_bic``) and the skipped ones with their reason (``gmm_skipped``). Should every K fail,
+the prior is the single moment-matched Gaussian (K = 1, ``gmm_fallback``).
 
 Covariance rule (D = latent dim, N = codes used):
 - D <= ``max_full_dim`` (64): a full-covariance GMM on the codes themselves.
-- D >  ``max_full_dim``: PCA (scikit-learn, randomized) to d = min(max_full_dim, N - 1) dims, a
-  full-covariance GMM there, and an isotropic Gaussian N(0, s^2 I) on the D - d residual dims,
-  s^2 = mean residual variance. This is probabilistic-PCA style, so ``log_prob`` is a proper density on
-  all D dims and samples cover them. At most ``max_codes`` codes are used (a seeded subset), so at
-  D = 65536 the fit holds a few hundred MB of codes and takes seconds to minutes on a CPU.
+- D >  ``max_full_dim``: the GMM is fitted in a k-dim principal subspace, k <= ``max_full_dim``, with an
+  isotropic Gaussian N(0, s^2 I) on the D - k other directions, s^2 = the codes' mean variance there
+  (probabilistic PCA's structure, Tipping & Bishop 1999), so ``log_prob`` is a proper density on all D
+  dims and samples cover them. The subspace holds the principal directions of the posterior means (of
+  the codes for ``fit``) whose eigenvalue clears the Marchenko-Pastur noise edge
+  (``latentbench.priors.pca``): a fixed top-64 PCA of z ~ q(z|x) at D / N = 16 took 57 of its 64
+  directions from the noise bulk and sampled them at variance 22.5 where the aggregate posterior has 1.
+  At most ``max_codes`` codes are used (a seeded subset).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
 from latentbench.latent import LatentShape
 from latentbench.priors.base import LOG_2PI, Prior
+from latentbench.priors.pca import signal_subspace
 
 
 class ExpostGMMPrior(Prior):
@@ -30,59 +40,119 @@ class ExpostGMMPrior(Prior):
                  max_codes: int = 10000, reg_covar: float = 1e-6) -> None:
         super().__init__(latent)
         self.ks, self.max_full_dim, self.max_codes, self.reg_covar = tuple(ks), max_full_dim, max_codes, reg_covar
-        # Fitted state (buffers, resized on fit / load): mixture in the reduced space + the projection.
+        # Fitted state (buffers, resized on fit / load): mixture in the reduced space + the projection,
+        # and the fit's notes (K, BIC curve, skipped K) as UTF-8 JSON so that a rescore from disk has them.
         for name in ("log_weights", "means", "chol", "center", "components", "resid_var"):
             self.register_buffer(name, torch.zeros(0))
+        self.register_buffer("fit_log", torch.zeros(0, dtype=torch.uint8))
 
     @property
     def fitted(self) -> bool:
-        return self.means.numel() > 0
+        return self.log_weights.numel() > 0
+
+    @property
+    def n_components(self) -> int:
+        return int(self.log_weights.numel())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # checkpoints written before the fit's notes were kept load without them
+        state_dict.setdefault(prefix + "fit_log", torch.zeros(0, dtype=torch.uint8))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
-        from sklearn.decomposition import PCA
+        """Fit on the codes (N, *latent); their own principal directions give the subspace at large D."""
+        self._fit(codes, None, generator)
+
+    def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                      quiet: bool = True, codes: str = "mean") -> None:
+        """Fit on posterior means or one z ~ q(z|x) per image (as the base class draws them); the subspace
+        at large D comes from the means, which posterior noise cannot fill."""
+        if codes not in ("mean", "sample"):
+            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+        z = mu
+        if codes == "sample":
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        self._fit(z, mu, generator)
+
+    def _fit(self, codes: torch.Tensor, basis_src: torch.Tensor | None, generator: torch.Generator | None) -> None:
         from sklearn.mixture import GaussianMixture
 
         g = generator or torch.Generator().manual_seed(0)
         x = codes.flatten(1).float()
+        src = None if basis_src is None else basis_src.flatten(1).float()
         if len(x) > self.max_codes:
-            x = x[torch.randperm(len(x), generator=g)[: self.max_codes].to(x.device)]
-        x = x.cpu().numpy()
+            keep = torch.randperm(len(x), generator=g)[: self.max_codes].to(x.device)
+            x, src = x[keep], None if src is None else src[keep]
         n, d = x.shape
         seed = int(torch.randint(2**31 - 1, (1,), generator=g))
-        center = x.mean(0)
+        center = x.double().mean(0).float()
+        xc = x - center
+        notes: dict[str, Any] = {}
         if d <= self.max_full_dim:
-            y, comps, resid = x - center, None, 0.0
+            y, comps, resid = xc, None, 0.0
         else:
-            k = min(self.max_full_dim, n - 1)
-            pca = PCA(n_components=k, svd_solver="randomized", random_state=seed)
-            y = pca.fit_transform(x - center)
-            comps = pca.components_.astype(np.float32)
-            total = float(((x - center) ** 2).sum(1).mean())
-            resid = max((total - float((y**2).sum(1).mean())) / (d - k), 1e-8)
-        best, best_bic = None, math.inf
-        for k in self.ks:
+            sub = signal_subspace(x if src is None else src, self.max_full_dim, g)
+            comps = sub.components.to(x.device)
+            y = xc @ comps.T
+            total = float(xc.double().pow(2).sum(1).mean())
+            resid = max((total - float(y.double().pow(2).sum(1).mean())) / (d - sub.k), 1e-8)
+            notes["expost_basis"] = (f"{sub.k} principal directions of the {'codes' if src is None else 'means'} "
+                                     f"above the noise edge {sub.edge:.4g}, isotropic rest")
+        y = y.double().cpu().numpy()
+        k_dims = y.shape[1]
+        notes["expost_dims"] = k_dims
+        best, best_bic, bics, skipped = None, math.inf, {}, {}
+        for k in self.ks if k_dims > 0 else ():
             if k > n:
+                skipped[str(k)] = f"K > the {n} codes"
                 continue
-            gm = GaussianMixture(k, covariance_type="full", reg_covar=self.reg_covar, random_state=seed,
-                                 n_init=1, max_iter=200).fit(y)
-            bic = gm.bic(y)
+            try:
+                gm = GaussianMixture(k, covariance_type="full", reg_covar=self.reg_covar, random_state=seed,
+                                     n_init=1, max_iter=200).fit(y)
+                bic = float(gm.bic(y))
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+                skipped[str(k)] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+                continue
+            if not math.isfinite(bic):
+                skipped[str(k)] = f"BIC {bic}"
+                continue
+            bics[str(k)] = round(bic, 3)
             if bic < best_bic:
                 best, best_bic = gm, bic
+        if best is None:  # every K failed (or no direction to model): the moment-matched Gaussian
+            yc = y - y.mean(0)
+            weights, means = np.ones(1), y.mean(0, keepdims=True)
+            cov = (yc.T @ yc / n + self.reg_covar * np.eye(k_dims))[None]
+            if k_dims > 0:
+                notes["gmm_fallback"] = "every K failed: one moment-matched Gaussian"
+        else:
+            weights, means, cov = best.weights_, best.means_, best.covariances_
+        notes.update({"gmm_k": int(len(weights)), "gmm_bic": bics})
+        if skipped:
+            notes["gmm_skipped"] = skipped
         dev = self._device()
-        self.log_weights = torch.tensor(np.log(best.weights_), dtype=torch.float32, device=dev)
-        self.means = torch.tensor(best.means_, dtype=torch.float32, device=dev)
-        self.chol = torch.linalg.cholesky(torch.tensor(best.covariances_, dtype=torch.float64)).float().to(dev)
-        self.center = torch.tensor(center, device=dev)
-        self.components = torch.tensor(comps, device=dev) if comps is not None else torch.zeros(0, device=dev)
+        self.log_weights = torch.tensor(np.log(weights), dtype=torch.float32, device=dev)
+        self.means = torch.tensor(means, dtype=torch.float32, device=dev)
+        self.chol = torch.linalg.cholesky(torch.tensor(cov, dtype=torch.float64)).float().to(dev)
+        self.center = center.to(dev)
+        self.components = comps.contiguous().to(dev) if comps is not None else torch.zeros(0, device=dev)
         self.resid_var = torch.tensor(float(resid), device=dev)
-        self.bic, self.n_components = best_bic, best.n_components
+        self.fit_log = torch.tensor(list(json.dumps(notes).encode()), dtype=torch.uint8, device=dev)
+        self.bic = best_bic
+
+    def score_notes(self) -> dict[str, Any]:
+        """The fit's notes: chosen K, the BIC of each K fitted, skipped K and why, the subspace."""
+        if self.fit_log.numel() == 0:
+            return {}
+        return json.loads(bytes(self.fit_log.cpu().tolist()).decode())
 
     def _reduce(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = z.flatten(1).float() - self.center
-        if self.components.numel() == 0:
+        if self.components.dim() < 2:  # full covariance on the codes themselves
             return x, None
         y = x @ self.components.T
-        resid_sq = (x.pow(2).sum(1) - y.pow(2).sum(1)).clamp_min(0)
+        resid_sq = (x - y @ self.components).pow(2).sum(1)
         return y, resid_sq
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -108,7 +178,7 @@ class ExpostGMMPrior(Prior):
         idx = torch.multinomial(self.log_weights.exp().cpu(), n, replacement=True, generator=generator).to(dev)
         eps = torch.randn(n, self.means.shape[1], 1, generator=generator).to(dev)
         y = self.means[idx] + (self.chol[idx] @ eps).squeeze(-1)
-        if self.components.numel() == 0:
+        if self.components.dim() < 2:
             x = y
         else:
             noise = torch.randn(n, self.dim, generator=generator).to(dev) * self.resid_var.sqrt()
