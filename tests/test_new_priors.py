@@ -55,6 +55,59 @@ def test_ncp_density_integrates_to_one_with_its_monte_carlo_normaliser(ncp_2d):
     assert "Monte Carlo" in ncp_2d.score_notes()["log_normaliser"]
 
 
+def test_ncp_states_log_z_with_its_error_and_the_sir_ess(ncp_2d):
+    """log Z by 2-D quadrature of N(y; 0, I) r(y) (the classifier sees the rotated codes y) agrees with
+    the Monte Carlo estimate within its stated standard error; nll_iw is marked as no bound."""
+    axis = torch.linspace(-8, 8, 321)
+    y = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        log_integrand = ncp_2d.logit(y) - 0.5 * y.pow(2).sum(1) - math.log(2 * math.pi)
+    log_z_grid = (torch.logsumexp(log_integrand.double(), 0) + 2 * math.log(16 / 320)).item()
+    notes = ncp_2d.score_notes()
+    assert notes["nll_iw_bound"] is False
+    assert 0 < notes["log_z_se"] < 0.05
+    assert abs(notes["log_z"] - log_z_grid) < 4 * notes["log_z_se"] + 1e-3, (notes["log_z"], log_z_grid)
+    assert 1 <= notes["sir_ess"] <= ncp_2d.n_sir
+
+
+def _linear_ncp(a: list[float], n_sir: int = 256) -> NCPPrior:
+    """An NCP prior whose log-ratio is log N(y; a, I) - log N(y; 0, I) = a.y - |a|^2 / 2: Z = 1 exactly,
+    E_N[r^2] = exp(|a|^2), so SIR's ESS is ~ n_sir exp(-|a|^2) (the large-n_sir limit, close at
+    |a| <= 1; heavier tails need far larger pools) and log Z's standard error from n base draws is
+    ~ sqrt((exp(|a|^2) - 1) / n)."""
+    prior = NCPPrior(LatentShape.parse(str(len(a))), n_sir=n_sir, n_normaliser=1 << 16)
+    lin = torch.nn.Linear(len(a), 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([a]))
+        lin.bias.fill_(-0.5 * sum(v * v for v in a))
+    prior.classifier = lin
+    return prior
+
+
+@pytest.mark.parametrize("a", [[0.0, 0.0], [0.3, 0.4], [1.0, 0.0], [0.6, -0.8]])
+def test_ncp_log_z_and_sir_ess_on_a_reweighting_with_a_known_answer(a):
+    prior = _linear_ncp(a)
+    sq = sum(v * v for v in a)
+    log_z, se = prior._log_normaliser(torch.Generator().manual_seed(0))
+    assert abs(se - math.sqrt((math.exp(sq) - 1) / (1 << 16))) <= 0.1 * se + 1e-12
+    assert abs(log_z) < 4 * se + 1e-9  # the true log Z is 0
+    ess = prior._sir_ess(torch.Generator().manual_seed(1))
+    assert abs(ess / (prior.n_sir * math.exp(-sq)) - 1) < 0.1, ess
+
+
+def test_ncp_checkpoint_from_before_the_error_and_ess_estimates_them_again():
+    prior = _linear_ncp([1.0, 0.0])
+    prior.log_z.fill_(prior._log_normaliser(torch.Generator().manual_seed(0))[0])
+    prior.fitted.fill_(True)  # as fit() leaves it, but without the newer buffers:
+    old = {k: v for k, v in prior.state_dict().items() if k not in ("log_z_se", "sir_ess")}
+    again = _linear_ncp([1.0, 0.0])
+    again.load_state_dict(old)
+    notes = again.score_notes()
+    assert "fresh estimate" in notes["log_normaliser"] and notes["nll_iw_bound"] is False
+    assert abs(notes["sir_ess"] / (256 * math.exp(-1)) - 1) < 0.1
+    assert abs(notes["log_z_se"] - math.sqrt((math.e - 1) / (1 << 16))) < 0.001
+
+
 def test_ncp_sir_samples_match_the_mixture(ncp_2d):
     held = _mixture(1000, 7)
     s = ncp_2d.sample(1000, torch.Generator().manual_seed(1))

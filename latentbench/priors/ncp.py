@@ -9,9 +9,14 @@ prior is the reweighted base (their Eq. 4):
     p(z) = N(z; 0, I) r(z) / Z,      Z = E_{z ~ N(0, I)}[r(z)].
 
 Sampling is sampling-importance-resampling (their Sec. 3.2, SIR): ``n_sir`` base draws per sample,
-one picked with probability proportional to r. ``log_prob`` uses Z estimated by Monte Carlo with
-``n_normaliser`` base draws at fit time (reported through ``score_notes``), so it is a density up to
-that estimate's error.
+one picked with probability proportional to r. How well that works is the weights' effective sample
+size (Kong 1992), ESS = (sum_i r_i)^2 / sum_i r_i^2 out of ``n_sir``: the record's ``sir_ess`` is its
+mean over 256 SIR draws (near 1 means each sample is nearly a plain base draw picked as the one
+heaviest weight, far from p). ``log_prob`` uses Z estimated by Monte Carlo with ``n_normaliser`` base
+draws at fit time, so it is a density up to that estimate's error: the record states log Z
+(``log_z``) and its standard error (``log_z_se``, the delta method: std(r) / (sqrt(n) mean(r))), and
+``nll_iw_bound = False`` since an importance-weighted bound through an estimated log p(z) is no
+guaranteed bound.
 
 Large latents. At D in the thousands a classifier on the raw codes separates the two sets from a few
 thousand codes trivially (it memorises them), and r stops being a density ratio. The information, and
@@ -60,7 +65,15 @@ class NCPPrior(Prior):
         self.classifier = mlp([self.k] + [hidden] * depth + [1], nn.SiLU)
         self.register_buffer("components", torch.eye(self.k, latent.dim))  # W: (k, D), orthonormal rows
         self.register_buffer("log_z", torch.zeros(()))
+        self.register_buffer("log_z_se", torch.tensor(float("nan")))  # NaN: not yet estimated
+        self.register_buffer("sir_ess", torch.tensor(float("nan")))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # checkpoints written before the error and the ESS were kept: score_notes estimates them again
+        state_dict.setdefault(prefix + "log_z_se", torch.tensor(float("nan")))
+        state_dict.setdefault(prefix + "sir_ess", torch.tensor(float("nan")))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def logit(self, y: torch.Tensor) -> torch.Tensor:
         """log r(y) = the classifier's logit at subspace coordinates y (B, k) -> (B,)."""
@@ -120,18 +133,39 @@ class NCPPrior(Prior):
         stopper.restore()
         self.eval()
         self.val_bce = stopper.best
-        self.log_z.copy_(self._log_normaliser(g))
+        log_z, se = self._log_normaliser(g)
+        self.log_z.fill_(log_z)
+        self.log_z_se.fill_(se)
+        self.sir_ess.fill_(self._sir_ess(g))
         self.fitted.fill_(True)
 
     @torch.no_grad()
-    def _log_normaliser(self, g: torch.Generator) -> torch.Tensor:
-        """log Z = log E_{y ~ N(0, I_k)} exp(logit(y)), by Monte Carlo with ``n_normaliser`` draws."""
+    def _log_normaliser(self, g: torch.Generator) -> tuple[float, float]:
+        """log Z = log E_{y ~ N(0, I_k)} exp(logit(y)) by Monte Carlo with ``n_normaliser`` draws, and its
+        standard error std(r) / (sqrt(n) mean(r)) (the delta method; heavy-tailed r makes it optimistic)."""
         rows = max(1, _CHUNK // max(self.k, self.hidden))
         logits = []
         for i in range(0, self.n_normaliser, rows):
             m = min(rows, self.n_normaliser - i)
             logits.append(self.logit(torch.randn(m, self.k, generator=g).to(self._device())).double())
-        return (torch.logsumexp(torch.cat(logits), 0) - math.log(self.n_normaliser)).float()
+        lr = torch.cat(logits)
+        n = len(lr)
+        w = torch.exp(lr - lr.max())  # r / max r
+        se = float(w.std() / (math.sqrt(n) * w.mean())) if n > 1 else float("inf")
+        return float(torch.logsumexp(lr, 0) - math.log(n)), se
+
+    @torch.no_grad()
+    def _sir_ess(self, g: torch.Generator, draws: int = 256) -> float:
+        """Mean effective sample size (sum r)^2 / sum r^2 of the ``n_sir`` weights of ``draws`` SIR draws."""
+        m = self.n_sir
+        rows = max(1, _CHUNK // (m * max(self.k, self.hidden)))
+        ess = []
+        for i in range(0, draws, rows):
+            b = min(rows, draws - i)
+            prop = torch.randn(b, m, self.k, generator=g).to(self._device())
+            lw = torch.log_softmax(self.logit(prop.reshape(-1, self.k)).reshape(b, m).double(), dim=1)
+            ess.append(torch.exp(-torch.logsumexp(2 * lw, dim=1)))  # 1 / sum of squared normalised weights
+        return float(torch.cat(ess).mean())
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         if not bool(self.fitted):
@@ -160,9 +194,20 @@ class NCPPrior(Prior):
         return z.reshape(n, *self.latent.shape)
 
     def score_notes(self) -> dict[str, Any]:
-        return {"log_normaliser": f"Monte Carlo, {self.n_normaliser} base draws",
-                "prior_sampler": f"SIR, {self.n_sir} base draws per sample",
-                "ncp_subspace_dim": self.k}
+        notes: dict[str, Any] = {"log_normaliser": f"Monte Carlo, {self.n_normaliser} base draws",
+                                 "prior_sampler": f"SIR, {self.n_sir} base draws per sample",
+                                 "ncp_subspace_dim": self.k, "nll_iw_bound": False}
+        if not bool(self.fitted):
+            return notes
+        se, ess = float(self.log_z_se), float(self.sir_ess)
+        if math.isnan(se) or math.isnan(ess):  # fitted before they were kept: a fresh estimate of each
+            g = torch.Generator().manual_seed(0)
+            se = self._log_normaliser(g)[1]
+            ess = self._sir_ess(g)
+            notes["log_normaliser"] += " (log_z_se and sir_ess from a fresh estimate of the same size)"
+        notes.update({"log_z": round(float(self.log_z), 6), "log_z_se": round(se, 6),
+                      "sir_ess": round(ess, 3)})
+        return notes
 
 
 def _principal_directions(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
