@@ -78,7 +78,7 @@ def _with_driver(url: str) -> str:
     return url
 
 
-def make_sampler(name: str, seed: int):
+def _sampler(name: str, seed: int):
     import optuna
 
     if name == "tpe":
@@ -88,6 +88,47 @@ def make_sampler(name: str, seed: int):
     if name == "grid":
         return optuna.samplers.BruteForceSampler(seed=seed)
     raise UserError(f"unknown sampler {name!r}: use tpe, random or grid")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number`` of a study tuned with ``--seed seed``."""
+    return (seed * 1_000_003 + number) % 2**32
+
+
+def make_sampler(name: str, seed: int):
+    """The sampler ``name``, seeded per trial from (``seed``, the trial's number).
+
+    Workers of one study draw different trials: the storage gives each trial its own number, so workers
+    started together with the same ``--seed`` (or a restarted worker) never redraw the same parameters,
+    as one sampler seed per process would; one worker alone draws the same trials for the same seed."""
+    import optuna
+
+    _sampler(name, seed)  # an unknown name is one line now
+
+    class TrialSeeded(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.inner = _sampler(name, seed)
+
+        def before_trial(self, study, trial) -> None:
+            self.inner = _sampler(name, trial_seed(seed, trial.number))
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return TrialSeeded()
 
 
 def build_study(name: str, storage: str | None, direction: str = "minimize", sampler: str = "tpe",

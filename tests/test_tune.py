@@ -32,6 +32,22 @@ def test_two_processes_share_one_journal_study(tmp_path):
     study = _two_workers(str(tmp_path / "journal.log"), "shared", tmp_path)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(study.trials) == 6 and len(finished) == 6
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(drawn)) == 6  # the two workers, both seeded with --seed 0, drew six different trials
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
+def test_workers_started_together_or_restarted_draw_different_trials(tmp_path, sampler):
+    from latentbench.tune import suggest
+
+    storage = str(tmp_path / "journal.log")
+    workers = [build_study("c", storage, sampler=sampler, seed=0) for _ in range(3)]  # same --seed
+    trials = [w.ask() for w in workers]  # all three ask before any trial ends
+    restarted = build_study("c", storage, sampler=sampler, seed=0).ask()
+    remedy = "vae" if sampler == "grid" else "beta_vae"  # a grid needs a finite space: vae's is the knobs'
+    drawn = [tuple(sorted(suggest(t, remedy, 30)[1].items())) + tuple(sorted(t.params.items()))
+             for t in [*trials, restarted]]
+    assert len(set(drawn)) == 4
 
 
 @pytest.fixture(scope="module")
