@@ -198,6 +198,38 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def separate_duplicates(groups: dict[str, list[dict]]) -> str | None:
+    """Cells found in several folders: the same numbers (one record published twice) are shown once; a
+    cell whose numbers differ keeps each folder's record, as its own row (``remedy [folder]``), never
+    hidden behind the first folder's. Returns the note to print, or None."""
+    import json
+
+    first: dict[str, tuple[str, dict]] = {}
+    differ: dict[str, list[str]] = {}
+    for folder, records in groups.items():
+        for r in records:
+            if r.get("id") not in first:
+                first[r["id"]] = (folder, r)
+                continue
+            src, ref = first[r["id"]]
+            if src == folder or json.dumps(r.get("metrics"), sort_keys=True) == json.dumps(ref.get("metrics"), sort_keys=True):
+                continue  # the same numbers: shown once
+            differ.setdefault(r["id"], [src]).append(folder)
+            r["id"] = f"{r['id']}@{folder}"  # kept apart from the first folder's record
+    if not differ:
+        return None
+    cid, folders = next(iter(differ.items()))
+    threads = {f: first[cid][1].get("provenance", {}).get("threads") for f in folders[:1]}
+    threads.update({f: r.get("provenance", {}).get("threads") for f in folders[1:] for r in groups[f]
+                    if r["id"] == f"{cid}@{f}"})
+    why = ""
+    if len(set(threads.values())) > 1:
+        why = " (torch threads " + " vs ".join("?" if t is None else str(t) for t in threads.values()) + ")"
+    return (f"{len(differ)} cell(s) are in several folders with different numbers, e.g. {cid} in "
+            f"{' and '.join(folders)}{why}; each folder's are shown as its own row, marked [folder]. A record "
+            "reproduces only with the same latentbench, torch, device and torch thread count (its provenance)")
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from latentbench.report.compare import merge_groups
     from latentbench.report.leaderboard import check_output_file, check_output_folder, render_board
@@ -207,6 +239,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     out = check_output_file(args.out) if args.out else None  # before any work: nothing written on error
     plots = check_output_folder(args.plots) if args.plots else None
     groups = {d: read_records([d], skip_bad=args.skip_bad) for d in args.dirs}
+    note = separate_duplicates(groups)
+    if note:
+        print(f"latentbench: note: {note}", file=sys.stderr)
     records = merge_groups(groups, allow_mismatch=args.allow_mismatch)
     df = records_frame(records)
     if df.empty:

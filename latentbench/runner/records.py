@@ -62,6 +62,7 @@ def provenance(device, command: str, started_at: float) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device_name(device),
+        "threads": torch.get_num_threads(),  # CPU sums differ with the thread count: numbers reproduce only with it
         "git_hash": git_hash(),
         "command": command,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
@@ -118,11 +119,18 @@ def upgrade(record: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in ("metrics", "notes", "timing", "provenance"):
         if not isinstance(record.get(key, {}), dict):
             raise _corrupt(path, f"{key!r} is not a table")
+    for key in ("data", "net", "remedy_params"):
+        if not isinstance(record["cell"].get(key, {}), dict):
+            raise _corrupt(path, f"cell.{key} is not a table")
+    for name, value in record.get("metrics", {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _corrupt(path, f"metric {name!r} is not a number: {value!r}")
     try:
         cell = Cell.from_dict(record["cell"])
-    except (TypeError, ValueError, UserError) as exc:
+        ids = (cell.id, cell.legacy_id)
+    except (TypeError, ValueError, AttributeError, KeyError, UserError) as exc:
         raise _corrupt(path, f"bad cell: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if record.get("id", cell.id) not in (cell.id, cell.legacy_id):
+    if record.get("id", cell.id) not in ids:
         raise _corrupt(path, f"its id {record.get('id')!r} is not its cell's ({cell.id})")
     if record.get("id") == cell.legacy_id != cell.id:  # written while the data's location was part of the id
         record["id"] = cell.id
