@@ -30,7 +30,7 @@ import torch
 
 from latentbench.latent import LatentShape
 from latentbench.priors.base import LOG_2PI, Prior
-from latentbench.priors.pca import signal_subspace
+from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
 
 
 class ExpostGaussianPrior(Prior):
@@ -59,8 +59,7 @@ class ExpostGaussianPrior(Prior):
 
     def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
         """Moment-match the codes (N, *latent); their principal directions give the subspace."""
-        x = self._subset(codes.flatten(1).float(), generator)[0]
-        self._fit(x, None, x, generator)
+        self._fit(self._subset(codes.flatten(1).float(), generator)[0], None, generator)
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None,
                       quiet: bool = True, codes: str = "sample") -> None:
@@ -70,13 +69,12 @@ class ExpostGaussianPrior(Prior):
             raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
         mu = mu.flatten(1).float()
         if codes == "mean" or logvar is None:
-            x = self._subset(mu, generator)[0]
-            self._fit(x, None, x, generator)
+            self._fit(self._subset(mu, generator)[0], None, generator)
             return
         mu, keep = self._subset(mu, generator)
-        logvar = logvar.flatten(1).float()
-        var = torch.exp(logvar if keep is None else logvar[keep.to(logvar.device)]).double().mean(0)
-        self._fit(mu, var.to(mu.device), mu, generator)
+        logvar = logvar.flatten(1)
+        var = column_mean(torch.exp(logvar if keep is None else logvar[keep.to(logvar.device)]))
+        self._fit(mu, var.to(mu.device), generator)
 
     def _subset(self, x: torch.Tensor, g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if len(x) <= self.max_codes:
@@ -86,22 +84,22 @@ class ExpostGaussianPrior(Prior):
         return x[keep.to(x.device)], keep
 
     @torch.no_grad()
-    def _fit(self, x: torch.Tensor, post_var: torch.Tensor | None, basis_src: torch.Tensor,
-             g: torch.Generator | None) -> None:
-        """Moments of (1/N) sum_n N(x_n, diag post_var), or of the points x when post_var is None."""
+    def _fit(self, x: torch.Tensor, post_var: torch.Tensor | None, g: torch.Generator | None) -> None:
+        """Moments of (1/N) sum_n N(x_n, diag post_var), or of the points x when post_var is None; the
+        principal directions of x give the subspace."""
         n, d = x.shape
         if n < 2:
             raise ValueError(f"the ex-post Gaussian needs at least 2 codes, got {n}")
-        center = x.double().mean(0)
-        xc = (x.double() - center).float()
+        center = column_mean(x)
+        xc = x - center.float()
         m = n - 1
         extra = torch.zeros(d, dtype=torch.float64, device=x.device) if post_var is None else post_var.double()
-        total = float(xc.double().pow(2).sum()) / m + float(extra.sum())
+        total = sum_of_squares(xc) / m + float(extra.sum())
         if d <= self.max_dim and n >= 2 * d:
             w = torch.eye(d, device=x.device)
             edge = float("nan")
         else:
-            sub = signal_subspace(basis_src, self.max_dim, g)
+            sub = signal_subspace(xc, self.max_dim, g, centered=True)
             w, edge = sub.components.to(x.device), sub.edge
         y = (xc @ w.T).double()
         cov = y.T @ y / m + (w.double() * extra) @ w.double().T

@@ -30,7 +30,7 @@ import torch
 
 from latentbench.latent import LatentShape
 from latentbench.priors.base import LOG_2PI, Prior
-from latentbench.priors.pca import signal_subspace
+from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
 
 
 class ExpostGMMPrior(Prior):
@@ -70,9 +70,9 @@ class ExpostGMMPrior(Prior):
         if codes not in ("mean", "sample"):
             raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
         z = mu
-        if codes == "sample":
-            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-            z = mu + torch.exp(0.5 * logvar) * eps
+        if codes == "sample":  # in place: one code-sized temporary at D = 65536, not three
+            z = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+            z.mul_(logvar.mul(0.5).exp_()).add_(mu)
         self._fit(z, mu, generator)
 
     def _fit(self, codes: torch.Tensor, basis_src: torch.Tensor | None, generator: torch.Generator | None) -> None:
@@ -86,17 +86,20 @@ class ExpostGMMPrior(Prior):
             x, src = x[keep], None if src is None else src[keep]
         n, d = x.shape
         seed = int(torch.randint(2**31 - 1, (1,), generator=g))
-        center = x.double().mean(0).float()
-        xc = x - center
+        center = column_mean(x).float()
         notes: dict[str, Any] = {}
         if d <= self.max_full_dim:
-            y, comps, resid = xc, None, 0.0
+            y, comps, resid = x - center, None, 0.0
         else:
-            sub = signal_subspace(x if src is None else src, self.max_full_dim, g)
+            if src is not None:  # the means' subspace, before the codes' centred copy exists
+                sub = signal_subspace(src, self.max_full_dim, g)
+            xc = x - center
+            if src is None:
+                sub = signal_subspace(xc, self.max_full_dim, g, centered=True)
             comps = sub.components.to(x.device)
             y = xc @ comps.T
-            total = float(xc.double().pow(2).sum(1).mean())
-            resid = max((total - float(y.double().pow(2).sum(1).mean())) / (d - sub.k), 1e-8)
+            resid = max((sum_of_squares(xc) - float(y.double().pow(2).sum())) / n / (d - sub.k), 1e-8)
+            del xc
             notes["expost_basis"] = (f"{sub.k} principal directions of the {'codes' if src is None else 'means'} "
                                      f"above the noise edge {sub.edge:.4g}, isotropic rest")
         y = y.double().cpu().numpy()

@@ -77,14 +77,31 @@ def _top_eigen(xc: torch.Tensor, q: int, generator: torch.Generator | None) -> t
     return s[:q].double().pow(2), v[:, :q].T.contiguous()
 
 
-def signal_subspace(x: torch.Tensor, max_dim: int, generator: torch.Generator | None = None) -> Subspace:
+def _chunks(x: torch.Tensor):
+    rows = max(1, (1 << 22) // max(1, x.shape[1]))  # float64 temporaries of ~32 MB, not a copy of x
+    return (x[i : i + rows].double() for i in range(0, len(x), rows))
+
+
+def column_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of the rows of ``x`` (N, D), accumulated in float64 -> (D,) float64."""
+    return sum(c.sum(0) for c in _chunks(x)) / len(x)
+
+
+def sum_of_squares(x: torch.Tensor) -> float:
+    """sum of x^2 over all entries, accumulated in float64."""
+    return float(sum(c.pow(2).sum() for c in _chunks(x)))
+
+
+def signal_subspace(x: torch.Tensor, max_dim: int, generator: torch.Generator | None = None,
+                    centered: bool = False) -> Subspace:
     """The principal directions of ``x`` (N, D) whose variance exceeds the noise edge, at most
-    ``max_dim`` of them (``generator`` seeds the randomized SVD used at large N x D)."""
+    ``max_dim`` of them (``generator`` seeds the randomized SVD used at large N x D). ``centered``:
+    the rows of x are already centred (no copy is made)."""
     x = x.flatten(1).float()
     n, d = x.shape
-    xc = x - x.double().mean(0).float()
+    xc = x if centered else x - column_mean(x).float()
     m = max(n - 1, 1)
-    total = float(xc.double().pow(2).sum()) / m
+    total = sum_of_squares(xc) / m
     kmax = min(max_dim, d - 1, n - 1)
     if kmax <= 0 or total <= 0:
         return Subspace(torch.zeros(0, d, device=x.device), torch.zeros(0, dtype=torch.float64), total / d, 0.0)
