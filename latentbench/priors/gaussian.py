@@ -47,7 +47,7 @@ class ExpostGaussianPrior(Prior):
         for name in ("center", "components", "chol"):
             self.register_buffer(name, torch.zeros(0))
         self.register_buffer("rest_var", torch.ones(()))
-        self.register_buffer("noise_edge", torch.tensor(float("nan")))  # NaN: full covariance, no edge
+        self.register_buffer("noise_edge", torch.tensor(-1.0))  # -1: full covariance, no edge (buffers stay finite)
 
     @property
     def fitted(self) -> bool:
@@ -97,7 +97,7 @@ class ExpostGaussianPrior(Prior):
         total = sum_of_squares(xc) / m + float(extra.sum())
         if d <= self.max_dim and n >= 2 * d:
             w = torch.eye(d, device=x.device)
-            edge = float("nan")
+            edge = -1.0
         else:
             sub = signal_subspace(xc, self.max_dim, g, centered=True)
             w, edge = sub.components.to(x.device), sub.edge
@@ -171,6 +171,6 @@ class ExpostGaussianPrior(Prior):
         if not self.fitted:
             return {}
         edge = float(self.noise_edge)
-        basis = ("full covariance" if edge != edge
+        basis = ("full covariance" if edge < 0
                  else f"{self.k} principal directions above the noise edge {edge:.4g}, isotropic rest")
         return {"expost_basis": basis, "expost_dims": self.k, "expost_rest_var": round(float(self.rest_var), 6)}

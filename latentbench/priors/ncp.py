@@ -65,14 +65,14 @@ class NCPPrior(Prior):
         self.classifier = mlp([self.k] + [hidden] * depth + [1], nn.SiLU)
         self.register_buffer("components", torch.eye(self.k, latent.dim))  # W: (k, D), orthonormal rows
         self.register_buffer("log_z", torch.zeros(()))
-        self.register_buffer("log_z_se", torch.tensor(float("nan")))  # NaN: not yet estimated
-        self.register_buffer("sir_ess", torch.tensor(float("nan")))
+        self.register_buffer("log_z_se", torch.tensor(-1.0))  # -1: not estimated (buffers stay finite)
+        self.register_buffer("sir_ess", torch.tensor(-1.0))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         # checkpoints written before the error and the ESS were kept: score_notes estimates them again
-        state_dict.setdefault(prefix + "log_z_se", torch.tensor(float("nan")))
-        state_dict.setdefault(prefix + "sir_ess", torch.tensor(float("nan")))
+        state_dict.setdefault(prefix + "log_z_se", torch.tensor(-1.0))
+        state_dict.setdefault(prefix + "sir_ess", torch.tensor(-1.0))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def logit(self, y: torch.Tensor) -> torch.Tensor:
@@ -151,7 +151,7 @@ class NCPPrior(Prior):
         lr = torch.cat(logits)
         n = len(lr)
         w = torch.exp(lr - lr.max())  # r / max r
-        se = float(w.std() / (math.sqrt(n) * w.mean())) if n > 1 else float("inf")
+        se = float(w.std() / (math.sqrt(n) * w.mean())) if n > 1 else 1e30  # one draw: no error estimate
         return float(torch.logsumexp(lr, 0) - math.log(n)), se
 
     @torch.no_grad()
@@ -200,7 +200,7 @@ class NCPPrior(Prior):
         if not bool(self.fitted):
             return notes
         se, ess = float(self.log_z_se), float(self.sir_ess)
-        if math.isnan(se) or math.isnan(ess):  # fitted before they were kept: a fresh estimate of each
+        if se < 0 or ess < 0:  # fitted before they were kept: a fresh estimate of each
             g = torch.Generator().manual_seed(0)
             se = self._log_normaliser(g)[1]
             ess = self._sir_ess(g)
