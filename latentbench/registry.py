@@ -184,53 +184,91 @@ class Registry(Generic[T]):
             return f"(failed to load: {type(exc).__name__}: {exc})"
 
 
+GOALS = ("min", "max", "target", "describe")
+BOUNDS = (None, "lower", "upper")
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A metric: code registered with its direction (the lm-eval habit).
+    """A metric: code registered with its goal (the lm-eval habit).
 
     ``fn(ctx)`` computes the value from a scoring context (``latentbench.score.scorer.ScoreContext``)
     and returns a float, or None where the metric does not apply to this cell (recorded as absent,
-    never as a made-up number). ``higher_is_better`` is True or False for a ranked metric and None,
-    given explicitly, for a descriptive one that tables show but never rank.
+    never as a made-up number).
+
+    ``goal`` is how tables read it: ``"min"`` or ``"max"`` (ranked), ``"target"`` (ranked by the
+    distance to ``target``, e.g. ``hole_fraction``, 0.01 when the prior matches), or ``"describe"``
+    (shown, never ranked or bolded). ``bound`` says when the number is a bound rather than an estimate
+    (``"lower"`` or ``"upper"``): a bound is shown as one and never ranked, whatever its goal.
     """
 
     name: str
     fn: Callable[[Any], float | None]
-    higher_is_better: bool | None
+    goal: str
     description: str
+    target: float | None = None
+    bound: str | None = None
 
     def __call__(self, ctx: Any) -> float | None:
         return self.fn(ctx)
 
     @property
+    def higher_is_better(self) -> bool | None:
+        """True / False for a metric ranked by its value, None otherwise (kept for older plugins)."""
+        return {"max": True, "min": False}.get(self.goal) if self.ranked else None
+
+    @property
     def lower_is_better(self) -> bool:
-        return self.higher_is_better is False
+        return self.goal == "min" and self.ranked
 
     @property
     def ranked(self) -> bool:
-        return self.higher_is_better is not None
+        return self.goal in ("min", "max", "target") and self.bound is None
+
+    def badness(self, value: float) -> float:
+        """A number that is smaller for a better value (only for ranked metrics)."""
+        if self.goal == "max":
+            return -value
+        if self.goal == "target":
+            return abs(value - float(self.target))  # type: ignore[arg-type]
+        return value
 
     @property
     def direction(self) -> str:
-        return {True: "higher is better", False: "lower is better", None: "descriptive, not ranked"}[
-            self.higher_is_better]
+        text = (f"best at {self.target:g}" if self.goal == "target" else
+                {"min": "lower is better", "max": "higher is better", "describe": "descriptive, not ranked"}[self.goal])
+        if self.bound is not None:
+            text = f"{self.bound} bound, not ranked" + ("" if self.goal == "describe" else f"; {text}")
+        return text
 
 
 _UNSET: Any = object()
 
 
 def register_metric(name: str, *, higher_is_better: bool | None = _UNSET, description: str,
+                    goal: str | None = None, target: float | None = None, bound: str | None = None,
                     registry: Registry[Metric] | None = None) -> Callable[[Callable[[Any], float | None]], Metric]:
     """Decorator: register ``fn(ctx) -> float | None`` as metric ``name``.
 
-    ``higher_is_better`` must be given (True, False, or None for a descriptive metric): a metric with
-    no known direction is an error, not a silent default.
+    Give its ``goal`` (``"min"``, ``"max"``, ``"target"`` with ``target=``, or ``"describe"``), or, as
+    older plugins do, ``higher_is_better`` (True = max, False = min, None = describe). A metric with no
+    goal is an error, not a silent default. ``bound="lower"`` / ``"upper"`` marks an estimator that is
+    a bound (never ranked).
     """
-    if higher_is_better is _UNSET or higher_is_better not in (True, False, None):
-        raise ValueError(f"metric {name!r}: pass higher_is_better=True, False or None (descriptive)")
+    if goal is None:
+        if higher_is_better is _UNSET or higher_is_better not in (True, False, None):
+            raise ValueError(f"metric {name!r}: pass goal='min'|'max'|'target'|'describe' "
+                             "(or higher_is_better=True, False or None)")
+        goal = {True: "max", False: "min", None: "describe"}[higher_is_better]
+    if goal not in GOALS:
+        raise ValueError(f"metric {name!r}: goal must be one of {', '.join(GOALS)}, got {goal!r}")
+    if (goal == "target") != (target is not None):
+        raise ValueError(f"metric {name!r}: goal='target' needs target=VALUE (and only it takes one)")
+    if bound not in BOUNDS:
+        raise ValueError(f"metric {name!r}: bound must be 'lower', 'upper' or None, got {bound!r}")
 
     def deco(fn: Callable[[Any], float | None]) -> Metric:
-        metric = Metric(validate_name(name), fn, higher_is_better, description)
+        metric = Metric(validate_name(name), fn, goal, description, target, bound)
         (registry or METRICS).register(name, metric, description=description)
         return metric
 

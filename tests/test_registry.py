@@ -158,3 +158,33 @@ def test_list_datasets_names_the_bring_your_own_forms(capsys):
     assert main(["list", "datasets"]) == 0
     out = capsys.readouterr().out
     assert "fashion_mnist" in out and "npz:PATH" in out and "folder:PATH" in out
+
+
+def test_metric_goals_are_pinned():
+    """Each built-in metric's goal, target and bound (scorer v4): what tables rank, how, and what they
+    only show."""
+    from latentbench.registry import METRICS, register_metric
+
+    goals = {"fid_prior_post": "min", "fid_prior": "min", "fid_post": "min", "precision_prior": "max",
+             "recall_post": "max", "elbo": "max", "nll_iw": "min", "mmd_latent": "min", "mean_offset": "min",
+             "hole_fraction": "target", "sub_hole_fraction": "target", "spec_wide": "target",
+             "spec_narrow": "target", "sub_spread": "target", "kl": "describe", "mutual_info": "describe",
+             "marginal_kl": "describe", "norm_prior": "describe", "norm_post": "describe",
+             "classifier_acc": "describe", "active_units": "describe", "sub_dims": "describe",
+             "fid_floor": "describe", "fid_mu_unit": "describe", "fid_swap_sub": "describe"}
+    for name, goal in goals.items():
+        assert METRICS.get(name).goal == goal, name
+    assert METRICS.get("hole_fraction").target == 0.01 and METRICS.get("sub_spread").target == 1.0
+    assert METRICS.get("mutual_info").bound == "lower" and not METRICS.get("mutual_info").ranked
+    assert METRICS.get("marginal_kl").bound == "upper" and METRICS.get("sub_marginal_kl").bound == "upper"
+    hf = METRICS.get("hole_fraction")
+    assert hf.badness(0.012) < hf.badness(0.0) < hf.badness(0.5)  # 0.01 is best, not 0
+    assert METRICS.get("recall_post").badness(0.9) < METRICS.get("recall_post").badness(0.1)
+    assert "upper bound" in METRICS.get("marginal_kl").direction
+    with METRICS.isolated():
+        with pytest.raises(ValueError, match="target"):
+            register_metric("aimed", goal="target", description="x")
+        with pytest.raises(ValueError, match="bound"):
+            register_metric("odd", goal="min", bound="sideways", description="x")
+        m = register_metric("ranked_bound", goal="min", bound="lower", description="x")(lambda ctx: 1.0)
+        assert not m.ranked  # a bound is never ranked, whatever its goal

@@ -10,7 +10,8 @@ from latentbench.model import VAE
 from latentbench.priors.standard_normal import StandardNormal
 from latentbench.score.features import ensure_classifier
 from latentbench.score.fidelity import compare
-from latentbench.score.geometry import active_units, latent_metrics
+from latentbench.score.geometry import active_units
+from latentbench.score.latents import score_latents
 from latentbench.score.likelihood import iwae_bound
 
 
@@ -19,15 +20,28 @@ def _posteriors(n=2000, d=2, shift=0.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     mu = shift + math.sqrt(0.5) * torch.randn(n, d, generator=g)
     logvar = torch.full((n, d), math.log(0.5))
-    idx = torch.randint(n, (n,), generator=g)
-    z_post = mu[idx] + math.sqrt(0.5) * torch.randn(n, d, generator=g)
     z_prior = torch.randn(n, d, generator=g)
-    return mu, logvar, z_prior, z_post, idx
+    return mu, logvar, z_prior
 
 
 def _geometry(shift, d=2):
-    mu, logvar, zp, zq, idx = _posteriors(d=d, shift=shift)
-    return latent_metrics(StandardNormal(LatentShape.parse(str(d))), mu, logvar, zp, zq, idx)
+    mu, logvar, zp = _posteriors(d=d, shift=shift)
+    prior = StandardNormal(LatentShape.parse(str(d)))
+    return score_latents(prior, mu, logvar, zp, seed=0, analytic_kl=prior.analytic_kl(mu, logvar))[0]
+
+
+def test_feature_space_gives_torch_fidelitys_own_numbers(cpu):
+    """Each set through the extractor once, compared through torch-fidelity's statistics, KID and PRC
+    functions: the numbers of torch_fidelity.calculate_metrics on the same inputs."""
+    from latentbench.score.fidelity import compare_reference
+
+    data = load_data("digits")
+    weights, _ = ensure_classifier(data, cpu)
+    a, b = data.train[:300], data.test[:300]
+    ours = compare(a, b, features="domain", weights=weights, device=cpu, seed=3)
+    ref = compare_reference(a, b, features="domain", weights=weights, device=cpu, seed=3)
+    for key, v in ref.items():
+        assert ours[key] == pytest.approx(v, rel=1e-6, abs=1e-9), key
 
 
 def test_identical_sample_sets_have_zero_fid_and_full_precision_recall(cpu):
@@ -53,14 +67,17 @@ def test_aggregate_posterior_equal_to_the_prior_has_no_gap():
 
 def test_gap_metrics_grow_with_the_shift_of_the_aggregate_posterior():
     ms = [_geometry(s) for s in (0.0, 0.5, 1.0, 2.0)]
-    for key in ("marginal_kl", "mmd_latent", "hole_fraction"):
+    for key in ("marginal_kl", "mmd_latent", "hole_fraction", "mean_offset"):
         vals = [m[key] for m in ms]
         assert all(a < b for a, b in zip(vals, vals[1:])), (key, vals)
 
 
-def test_mutual_info_plus_marginal_kl_is_the_mean_kl():
-    m = _geometry(0.7, d=3)
-    assert abs(m["mutual_info"] + m["marginal_kl"] - m["kl"]) < 0.05
+def test_mutual_info_plus_marginal_kl_is_the_mean_kl_over_the_mixture_half():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = 0.7 * torch.randn(2000, 3, generator=g), torch.full((2000, 3), math.log(0.5))
+    prior = StandardNormal(LatentShape.parse("3"))
+    m, _ = score_latents(prior, mu, logvar, torch.randn(2000, 3, generator=g), seed=0)  # kl by Monte Carlo
+    assert abs(m["mutual_info"] + m["marginal_kl"] - m["kl"]) < 1e-6
 
 
 def test_active_units_counts_the_informative_dimensions():
@@ -190,11 +207,12 @@ def test_numbers_do_not_change_with_the_memory_bound(tiny_cell, cpu):
     large = ScoreContext(model, data, cell, cpu, mem_bytes=1 << 32, geometry_bytes=1 << 30)
     assert small.notes["n_prior"] == 1500 and small.notes["n_post"] == 1500
     a, b = small.samples()["images"], large.samples()["images"]
-    assert set(a) == set(b) == {"prior", "post", "swap_sub", "swap_rest", "data"}
+    swaps = {"swap_sub", "swap_rest", "swap_sub_rand", "swap_rest_rand"}
+    assert set(a) == set(b) == {"prior", "post", "post2", "mu_unit", "data"} | swaps
     for key in a:
         assert a[key].shape[0] == (1500 if key != "data" else len(data.test))
         assert torch.allclose(a[key], b[key], atol=1e-5), key
-    for stage in ("geometry", "subspace", "likelihood"):
+    for stage in ("latents", "likelihood"):
         x, y = getattr(small, stage)(), getattr(large, stage)()
         for key, v in x.items():
             if isinstance(v, float):
@@ -233,10 +251,11 @@ def test_fair_merge_guard_refuses_a_different_sample_count():
 def test_mmd_latent_does_not_depend_on_the_memory_bound():
     from latentbench.score.geometry import mmd2_unbiased
 
-    mu, logvar, zp, zq, idx = _posteriors(n=600, d=8, shift=0.3)
+    mu, logvar, zp = _posteriors(n=600, d=8, shift=0.3)
+    zq = mu + math.sqrt(0.5) * torch.randn(mu.shape, generator=torch.Generator().manual_seed(5))
     prior = StandardNormal(LatentShape.parse("8"))
-    small = latent_metrics(prior, mu, logvar, zp, zq, idx, mem_bytes=1 << 12)  # chunks of a row or two
-    large = latent_metrics(prior, mu, logvar, zp, zq, idx, mem_bytes=1 << 30)
+    small, _ = score_latents(prior, mu, logvar, zp, seed=0, mem_bytes=1 << 12)  # chunks of a row or two
+    large, _ = score_latents(prior, mu, logvar, zp, seed=0, mem_bytes=1 << 30)
     for key, v in large.items():
         assert small[key] == pytest.approx(v, rel=1e-6, abs=1e-9), key
     # against the textbook formula on the pooled distance matrix

@@ -1,17 +1,13 @@
-"""Latent geometry: the seed question's picture (prior bubble vs posterior bubbles) in numbers.
+"""Latent geometry's building blocks, memory-bounded at D = 65536 (the metrics that use them, calibrated,
+are in ``latentbench.score.latents``).
 
-q(z) is the aggregate posterior of N held-out images, the mixture 1/N sum_n q(z | x_n), evaluated
-exactly (ELBO surgery, Hoffman & Johnson 2016): log q(z) = logsumexp_n log q(z | x_n) - log N.
-It is computed in float64 by expanding the square into matrix products, in chunks, so that no
-(M, N, D) tensor exists and memory stays within a bound at D = 65536.
-
-- ``marginal_kl`` = E_q(z)[log q(z) - log p(z)];  ``mutual_info`` = E[log q(z|x) - log q(z)];
-  ``kl`` = E_x KL(q(z|x) || p(z)) (= mutual_info + marginal_kl).
-- ``hole_fraction``: share of prior samples whose log q(z) is below the 1% quantile of log q over
-  aggregate-posterior samples (exactly 0.01 when p = q).
-- ``mmd_latent``: unbiased MMD^2 (Gretton et al. 2012, Eq. 3), RBF kernel, median-heuristic bandwidth.
+- ``aggregate_log_q``: log q(z) for the mixture 1/N sum_n q(z | x_n) of N posteriors (ELBO surgery,
+  Hoffman & Johnson 2016): logsumexp_n log q(z | x_n) - log N, in float64 by expanding the square into
+  matrix products, in chunks, so that no (M, N, D) tensor exists.
+- ``mmd2_unbiased``: unbiased MMD^2 (Gretton et al. 2012, Eq. 3), RBF kernel, median-heuristic bandwidth.
 - ``active_units``: Cov_x(E_q[z_u]) > 0.01 (Burda et al. 2016, Sec. 5.2).
-- ``norm_prior`` / ``norm_post``: mean ||z|| / sqrt(D) (the "soap bubble" radius), with stds.
+- ``_norms``: ||z|| / sqrt(D) (the "soap bubble" radius).
+- the sample caps that keep the geometry within the machine's memory.
 """
 
 from __future__ import annotations
@@ -123,18 +119,6 @@ def _norms(z: torch.Tensor, mem_bytes: int = MEM_BYTES) -> torch.Tensor:
     return torch.cat([z[i : i + rows].double().norm(dim=1) for i in range(0, len(z), rows)]) / math.sqrt(z.shape[1])
 
 
-def _log_cond(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor,
-              mem_bytes: int = MEM_BYTES) -> torch.Tensor:
-    """log q(z_m | x_{index_m}) in float64, in chunks of rows."""
-    z, mu, logvar = z.flatten(1), mu.flatten(1), logvar.flatten(1)
-    rows, out = _rows(z.shape[1], 4, mem_bytes), []
-    for i in range(0, len(z), rows):
-        zc, idx = z[i : i + rows].double(), index[i : i + rows]
-        m, lv = mu[idx].double(), logvar[idx].double()
-        out.append(-0.5 * ((zc - m).pow(2) * torch.exp(-lv) + lv + LOG_2PI).sum(1))
-    return torch.cat(out)
-
-
 def prior_has_density(prior) -> bool:
     """Whether ``prior.log_prob`` is a tractable density (a diffusion prior, e.g., has none)."""
     return bool(getattr(prior, "has_log_prob", True))
@@ -145,47 +129,3 @@ def prior_log_prob(prior, z: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """log p(z) in float64 on the prior's device, in batches."""
     dev = prior._anchor.device if hasattr(prior, "_anchor") else z.device
     return torch.cat([prior.log_prob(z[i : i + batch].to(dev)).double().to(z.device) for i in range(0, len(z), batch)])
-
-
-@torch.no_grad()
-def latent_metrics(
-    prior,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    z_prior: torch.Tensor,
-    z_post: torch.Tensor,
-    post_index: torch.Tensor,
-    analytic_kl: torch.Tensor | None = None,
-    mmd_n: int = 2000,
-    mem_bytes: int = MEM_BYTES,
-) -> dict[str, float | None]:
-    """Geometry metrics from the held-out posteriors (mu, logvar), prior samples and posterior-mixture
-    samples ``z_post`` drawn from q(z | x_{post_index}).
-
-    ``mmd_n`` is the most samples per set for ``mmd_latent``; ``mem_bytes`` bounds the chunks. For a
-    prior without a tractable density (``has_log_prob = False``) ``kl`` and ``marginal_kl`` are None.
-    """
-    logq_post = aggregate_log_q(z_post, mu, logvar, mem_bytes)
-    logq_prior = aggregate_log_q(z_prior, mu, logvar, mem_bytes)
-    log_cond = _log_cond(z_post, mu, logvar, post_index, mem_bytes)
-    threshold = torch.quantile(logq_post, 0.01)
-    mi = (log_cond - logq_post).mean().item()
-    mkl = kl = None
-    if prior_has_density(prior):
-        log_p = prior_log_prob(prior, z_post)
-        mkl = (logq_post - log_p).mean().item()
-        kl = analytic_kl.double().mean().item() if analytic_kl is not None else (log_cond - log_p).mean().item()
-    k = min(mmd_n, len(z_prior), len(z_post))  # never capped by mem_bytes: the kernel sums are chunked
-    npri, npost = _norms(z_prior, mem_bytes), _norms(z_post, mem_bytes)
-    return {
-        "kl": kl,
-        "marginal_kl": mkl,
-        "mutual_info": mi,
-        "hole_fraction": (logq_prior < threshold).double().mean().item(),
-        "mmd_latent": mmd2_unbiased(z_prior[:k], z_post[:k], mem_bytes=mem_bytes),
-        "active_units": active_units(mu),
-        "norm_prior": npri.mean().item(),
-        "norm_prior_std": npri.std().item(),
-        "norm_post": npost.mean().item(),
-        "norm_post_std": npost.std().item(),
-    }

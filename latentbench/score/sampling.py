@@ -12,7 +12,6 @@ latents (``latentbench.score.geometry.sample_cap``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -88,24 +87,6 @@ def keyed_normal(seed: int, first: int, count: int, shape: tuple[int, ...], devi
         g = torch.Generator(device=device).manual_seed(seed + first + j)
         out[j] = torch.randn(shape, generator=g, device=device)
     return out
-
-
-@torch.no_grad()
-def draw_blocks(model, test_x: torch.Tensor, n: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-    """``n`` prior and ``n`` posterior-mixture latents (x uniform over all of ``test_x``, z ~ q(z|x)), in
-    blocks of :func:`draw_block` (D) latents: yields (z_prior, z_post, post_index) per block. The draws
-    depend on the generator and D only."""
-    model.eval()
-    d = model.latent.dim
-    idx = torch.randint(len(test_x), (n,), generator=generator)
-    prior = model.generative_prior
-    step = draw_block(d)
-    for i in range(0, n, step):
-        b = min(step, n - i)
-        z_prior = prior.sample(b, generator).float()
-        mu, logvar = model.posterior_params(test_x[idx[i : i + b]], min(b, 1000))
-        eps = torch.randn((b, *mu.shape[1:]), generator=generator).to(mu.device)
-        yield z_prior, mu + torch.exp(0.5 * logvar) * eps, idx[i : i + b]
 
 
 @torch.no_grad()

@@ -1,9 +1,9 @@
 """Scoring one trained cell: every registered metric, over one shared :class:`ScoreContext`.
 
-The context computes each expensive stage once (samples, feature extractor, torch-fidelity per pair,
-latent geometry, the IWAE bound) the first time a metric asks for it, and times it. Random draws come
-from generators seeded by the cell's seed in a fixed order, so the numbers do not depend on which
-metric asks first or on what ran earlier in the process.
+The context computes each expensive stage once (posteriors, samples, feature extractor, features of
+each image set, torch-fidelity per pair, calibrated latent metrics, the IWAE bound) the first time a
+metric asks for it, and times it. Random draws come from named streams of the cell's seed, so the
+numbers do not depend on which metric asks first or on what ran earlier in the process.
 """
 
 from __future__ import annotations
@@ -16,18 +16,23 @@ import torch
 
 from latentbench.device import memory_bytes, stable_memory_bytes
 from latentbench.registry import METRICS
-from latentbench.score.geometry import latent_metrics, mmd_cap, posterior_cap, prior_has_density, sample_cap
+from latentbench.score.geometry import mmd_cap, posterior_cap, prior_has_density, sample_cap
+from latentbench.score.latents import score_latents, split_index
 from latentbench.score.likelihood import iwae_bound, reconstruction
-from latentbench.score.sampling import decode_rows, draw_blocks
-from latentbench.score.subspace import principal_subspace, subspace_metrics, swap
+from latentbench.score.sampling import decode_rows, draw_block
+from latentbench.score.streams import stream, stream_seed
+from latentbench.score.subspace import principal_subspace, random_subspace, swap
 
-SCORER_VERSION = 3
+SCORER_VERSION = 4
 
-# image sets compared by torch-fidelity: (samples, reference). The swap sets take their subspace
-# component from one sample set and the rest from the other (``latentbench.score.subspace``).
+# image sets compared (samples, reference): the three of the seed question (prior, post, data), the
+# noise floor (post against an independent posterior-mixture draw post2), the seed's N(mu(x), I) set, and
+# the swap interventions, each against post2 so that no set shares a sample with its reference.
 _PAIRS = {"prior": ("prior", "data"), "post": ("post", "data"), "prior_post": ("prior", "post"),
-          "swap_sub": ("swap_sub", "post"), "swap_rest": ("swap_rest", "post")}
-_FID_ONLY = ("swap_sub", "swap_rest")
+          "floor": ("post", "post2"), "mu_unit": ("mu_unit", "data"),
+          "swap_sub": ("swap_sub", "post2"), "swap_rest": ("swap_rest", "post2"),
+          "swap_sub_rand": ("swap_sub_rand", "post2"), "swap_rest_rand": ("swap_rest_rand", "post2")}
+_FID_ONLY = ("mu_unit", "swap_sub", "swap_rest", "swap_sub_rand", "swap_rest_rand")
 
 
 class ScoreContext:
@@ -35,7 +40,9 @@ class ScoreContext:
 
     ``mem_bytes`` bounds batches (the device's free memory by default; it never changes a number);
     ``geometry_bytes`` caps the latents of the geometry metrics (the device's total memory by default,
-    so it is the same on every run on one machine; the caps are recorded in ``notes``).
+    so it is the same on every run on one machine; the caps are recorded in ``notes``). Every random
+    draw comes from a named stream of the cell's seed (``latentbench.score.streams``), so no number
+    depends on which metric asks first or on what ran before in the process.
     """
 
     def __init__(self, model, data, cell, device: torch.device, *, quiet: bool = True,
@@ -47,7 +54,6 @@ class ScoreContext:
         self.geometry_bytes = geometry_bytes or stable_memory_bytes(model.device)
         self.timing: dict[str, float] = {}
         self._cache: dict[Any, Any] = {}
-        self.generator = torch.Generator().manual_seed(cell.seed + 1234)
         d = model.latent.dim
         n = cell.n_samples
         n_test = len(data.test)
@@ -81,45 +87,71 @@ class ScoreContext:
             self.timing[timing_key] = self.timing.get(timing_key, 0.0) + time.perf_counter() - t
         return self._cache[key]
 
-    def samples(self) -> dict[str, Any]:
-        """The held-out posteriors and their principal subspace, the geometry latents, and the image
-        sets: prior, post, data and the two swap sets, each of the cell's ``n_samples``."""
+    def stream(self, name: str) -> torch.Generator:
+        """The generator of one named stage of this cell."""
+        return stream(self.cell.seed, name)
+
+    def posteriors(self) -> dict[str, Any]:
+        """The held-out posteriors (mu, logvar), their split into the mixture and reference halves, and
+        the principal subspace of the mixture half's means (``latentbench.score.latents``)."""
         @torch.no_grad()
         def compute():
             model, test = self.model, self.data.test
-            img_numel = test[0].numel()
             mu, logvar = model.posterior_params(test[: self.n_geometry_posteriors],
-                                                decode_rows(model, img_numel, self.mem_bytes))
-            sub = principal_subspace(mu)
+                                                decode_rows(model, test[0].numel(), self.mem_bytes))
+            split = split_index(len(mu), self.cell.seed)
+            sub = principal_subspace(mu[split[0].to(mu.device)])
             self.notes["sub_coverage"] = round(sub["coverage"], 4)
-            rows = decode_rows(model, img_numel, self.mem_bytes)
-            images: dict[str, list[torch.Tensor]] = {k: [] for k in ("prior", "post", "swap_sub", "swap_rest")}
-            keep_prior, keep_post, keep_idx, kept = [], [], [], 0
-            for z_p, z_q, idx in draw_blocks(model, test, self.cell.n_samples, self.generator):
+            return {"mu": mu, "logvar": logvar, "split": split, "subspace": sub}
+
+        return self._stage("posteriors", "sample_s", compute)
+
+    def samples(self) -> dict[str, Any]:
+        """The image sets, each of the cell's ``n_samples``: prior, post (the posterior mixture), post2
+        (an independent posterior-mixture draw: the noise floor's and the swaps' reference), mu_unit
+        (z ~ N(mu(x), I), the seed question's third set), data, and the swap sets, plus the prior's
+        latents for the geometry."""
+        post = self.posteriors()
+
+        @torch.no_grad()
+        def compute():
+            model, test, n = self.model, self.data.test, self.cell.n_samples
+            sub = post["subspace"]
+            d = model.latent.dim
+            swaps = 0 < sub["k"] < d
+            rand = random_subspace(d, sub["k"], self.stream("swap/random_basis")) if swaps else None
+            rows = decode_rows(model, test[0].numel(), self.mem_bytes)
+            names = ["prior", "post", "post2", "mu_unit"] + (
+                ["swap_sub", "swap_rest", "swap_sub_rand", "swap_rest_rand"] if swaps else [])
+            images: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+            keep_prior, kept = [], 0
+            gens = {k: self.stream(f"samples/{k}") for k in ("prior", "post", "post2", "mu_unit")}
+            idx = {k: torch.randint(len(test), (n,), generator=gens[k]) for k in ("post", "post2", "mu_unit")}
+            step = draw_block(d)
+            for i in range(0, n, step):
+                b = min(step, n - i)
+                z_p = model.generative_prior.sample(b, gens["prior"]).float()
+                sets = {"prior": z_p}
+                for k in ("post", "post2", "mu_unit"):
+                    mu, logvar = model.posterior_params(test[idx[k][i : i + b]], min(b, 1000))
+                    eps = torch.randn((b, *mu.shape[1:]), generator=gens[k]).to(mu.device)
+                    sets[k] = mu + (eps if k == "mu_unit" else torch.exp(0.5 * logvar) * eps)
                 if kept < self.n_geometry:
-                    take = min(len(z_p), self.n_geometry - kept)
+                    take = min(b, self.n_geometry - kept)
                     keep_prior.append(z_p[:take])
-                    keep_post.append(z_q[:take])
-                    keep_idx.append(idx[:take])
                     kept += take
-                sets = {"prior": z_p, "post": z_q}
-                if sub["k"] > 0:
-                    sets["swap_sub"] = swap(z_q.to(z_p.device), z_p, sub)  # the posterior's subspace part
-                    sets["swap_rest"] = swap(z_p.to(z_q.device), z_q, sub)  # the prior's subspace part
+                if swaps:
+                    z_q = sets["post"].to(z_p.device)
+                    sets["swap_sub"] = swap(z_q, z_p, sub)  # the posterior's subspace part, the prior's rest
+                    sets["swap_rest"] = swap(z_p, z_q, sub)  # the prior's subspace part, the posterior's rest
+                    sets["swap_sub_rand"] = swap(z_q, z_p, rand)
+                    sets["swap_rest_rand"] = swap(z_p, z_q, rand)
                 for name, z in sets.items():
-                    images[name] += [model.decode_mean(z[i : i + rows].to(model.device)).float().cpu()
-                                     for i in range(0, len(z), rows)]
-            z_prior, z_post = torch.cat(keep_prior).to(mu.device), torch.cat(keep_post).to(mu.device)
-            post_index = torch.cat(keep_idx).to(mu.device)
-            if self.n_geometry_posteriors < len(test):  # q(z) over the capped posteriors: draw from them
-                g = torch.Generator().manual_seed(self.cell.seed + 5678)
-                post_index = torch.randint(len(mu), (len(z_post),), generator=g).to(mu.device)
-                eps = torch.randn(z_post.shape, generator=g).to(mu.device)
-                z_post = mu[post_index] + torch.exp(0.5 * logvar[post_index]) * eps
-            sets = {k: torch.cat(v) for k, v in images.items() if v}
-            sets["data"] = test[: self.notes["n_data"]]
-            latents = {"mu": mu, "logvar": logvar, "z_prior": z_prior, "z_post": z_post, "post_index": post_index}
-            return {"latents": latents, "images": sets, "subspace": sub}
+                    images[name] += [model.decode_mean(z[j : j + rows].to(model.device)).float().cpu()
+                                     for j in range(0, len(z), rows)]
+            out = {k: torch.cat(v) for k, v in images.items() if v}
+            out["data"] = test[: self.notes["n_data"]]
+            return {"z_prior": torch.cat(keep_prior), "images": out}
 
         return self._stage("samples", "sample_s", compute)
 
@@ -138,65 +170,74 @@ class ScoreContext:
 
         return self._stage("features", "features_s", compute)
 
-    def fidelity(self, pair: str) -> dict[str, float] | None:
-        """FID, KID, precision and recall of one pair of sample sets (``prior``, ``post``, ``prior_post``),
-        or FID alone for the swap sets (``swap_sub``, ``swap_rest``; None without a subspace)."""
+    def image_features(self) -> dict[str, Any]:
+        """Every image set through the feature extractor once (``latentbench.score.fidelity.FeatureSpace``)."""
         images = self.samples()["images"]
-        a, b = _PAIRS[pair]
-        if a not in images:
-            return None
         weights = self.features()["weights"]
 
         def compute():
-            from latentbench.score.fidelity import compare
+            from latentbench.score.fidelity import FeatureSpace
 
-            return compare(images[a], images[b], features=self.cell.features, weights=weights,
-                           device=self.device, seed=self.cell.seed, fid_only=pair in _FID_ONLY)
+            space = FeatureSpace(features=self.cell.features, weights=weights, device=self.device)
+            return {"space": space, "sets": {k: space.features(v) for k, v in images.items()}}
+
+        return self._stage("image_features", "fidelity_s", compute)
+
+    def fidelity(self, pair: str) -> dict[str, float] | None:
+        """FID, KID, precision and recall of one pair of sample sets (see ``_PAIRS``), FID alone for the
+        seed's N(mu(x), I) set and the swaps (None where the set does not exist: no swaps when the
+        informative subspace is empty or the whole latent)."""
+        feats = self.image_features()
+        a, b = _PAIRS[pair]
+        if a not in feats["sets"]:
+            return None
+
+        def compute():
+            return feats["space"].compare_features(feats["sets"][a], feats["sets"][b], seed=self.cell.seed,
+                                                   fid_only=pair in _FID_ONLY)
 
         return self._stage(("fidelity", pair), "fidelity_s", compute)
 
-    def geometry(self) -> dict[str, float | None]:
-        """Latent geometry over the held-out posteriors (see ``latentbench.score.geometry``)."""
-        lat = self.samples()["latents"]
+    def latents(self) -> dict[str, Any]:
+        """Every latent metric, calibrated (``latentbench.score.latents.score_latents``)."""
+        post = self.posteriors()
+        z_prior = self.samples()["z_prior"]
 
         def compute():
-            # Priors whose log_prob is itself a Monte Carlo estimate (two_stage) draw from the global
-            # RNG: seed it per cell so that scores do not depend on what ran before in the process.
-            torch.manual_seed(self.cell.seed + 4321)
             prior = self.model.generative_prior
-            akl = prior.analytic_kl(lat["mu"], lat["logvar"]) if prior_has_density(prior) else None
-            return latent_metrics(prior, lat["mu"], lat["logvar"], lat["z_prior"], lat["z_post"],
-                                  lat["post_index"], analytic_kl=akl, mmd_n=self.n_mmd, mem_bytes=self.mem_bytes)
+            mu, logvar = post["mu"], post["logvar"]
+            akl = prior.analytic_kl(mu, logvar) if prior_has_density(prior) else None
+            metrics, notes = score_latents(prior, mu, logvar, z_prior.to(mu.device), seed=self.cell.seed,
+                                           analytic_kl=akl, mmd_n=self.n_mmd, mem_bytes=self.mem_bytes,
+                                           split=post["split"], sub=post["subspace"])
+            floors = notes.pop("floors")
+            fl = self.fidelity("floor")
+            if fl is not None:
+                for key in ("fid", "kid"):
+                    floors.update({f"{key}_{p}": fl[key] for p in ("prior", "post", "prior_post")})
+            self.notes["floors"] = {k: round(v, 6) for k, v in floors.items()}
+            self.notes.update(notes)
+            return metrics
 
-        return self._stage("geometry", "geometry_s", compute)
+        return self._stage("latents", "geometry_s", compute)
+
+    def geometry(self) -> dict[str, float | None]:
+        """The latent metrics (kept under the name the metric registry reads)."""
+        return self.latents()
 
     def subspace(self) -> dict[str, Any]:
-        """Geometry in the informative subspace (see ``latentbench.score.subspace``)."""
-        s = self.samples()
-        lat = s["latents"]
-
-        def compute():
-            torch.manual_seed(self.cell.seed + 4322)
-            out = subspace_metrics(self.model.generative_prior, lat["mu"], lat["logvar"], lat["z_prior"],
-                                   lat["z_post"], s["subspace"], mem_bytes=self.mem_bytes)
-            self.notes["sub_var_post"] = [round(v, 4) for v in out["var_post"]]
-            self.notes["sub_var_prior"] = [round(v, 4) for v in out["var_prior"]]
-            return out
-
-        return self._stage("subspace", "subspace_s", compute)
+        return self.latents()
 
     def likelihood(self) -> dict[str, float | None]:
         """The IWAE bound (``nll_iw``, ``elbo_iw``; None for a prior without a density) and ``rec``."""
-        self.samples()  # the generator is consumed in a fixed order: samples first
-
         def compute():
             if prior_has_density(self.model.generative_prior):
-                iw = iwae_bound(self.model, self.data.test, k=self.cell.iw_k, generator=self.generator,
+                torch.manual_seed(stream_seed(self.cell.seed, "likelihood/prior_log_prob"))
+                iw = iwae_bound(self.model, self.data.test, k=self.cell.iw_k, generator=self.stream("likelihood/iwae"),
                                 mem_bytes=self.mem_bytes)
             else:
-                torch.randint(2**62, (1,), generator=self.generator)  # keep the generator's order
                 iw = {"nll_iw": None, "elbo_iw": None}
-            rec = reconstruction(self.model, self.data.test, self.generator, mem_bytes=self.mem_bytes)
+            rec = reconstruction(self.model, self.data.test, self.stream("likelihood/rec"), mem_bytes=self.mem_bytes)
             return {**iw, "rec": rec}
 
         return self._stage("likelihood", "likelihood_s", compute)
