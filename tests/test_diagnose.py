@@ -7,8 +7,8 @@ from latentbench.cli import main
 from latentbench.latent import LatentShape
 from latentbench.priors.standard_normal import StandardNormal
 from latentbench.report.diagnose import verdict
-from latentbench.score.geometry import latent_metrics
-from latentbench.score.subspace import principal_subspace, subspace_metrics
+from latentbench.score.latents import score_latents
+from latentbench.score.subspace import principal_subspace
 from latentbench.training.loop import train_cell
 
 
@@ -34,7 +34,11 @@ def test_diagnose_writes_a_report_with_every_plot_and_the_records_numbers(tiny_c
     model, data, _ = train_cell(cell, cpu, quiet=True)
     metrics, _, _ = score_model(model, load_data(cell.dataset, seed=cell.seed), cell, cpu)
     report = (tmp_path / "diagnose" / "m6" / "report.md").read_text()
-    assert f"| {metrics['hole_fraction']:.3f} |" in report and f"{metrics['sub_spread']:.2f}" in report
+    assert f"| {metrics['hole_fraction']:.3f} (floor " in report and f"{metrics['sub_spread']:.2f}" in report
+    assert "numbers computed now with the cell's scoring settings (" in report and "-0.00" not in report
+    # the run folder's verdicts in one table: both checkpoints (they have no record)
+    summary = (tmp_path / "diagnose" / "summary.md").read_text()
+    assert "2 records:" in summary and summary.count("| vae | ") == 2
 
 
 def test_diagnose_missing_target_is_one_line(tmp_path, capsys):
@@ -42,39 +46,73 @@ def test_diagnose_missing_target_is_one_line(tmp_path, capsys):
     assert "no such checkpoint or run folder" in capsys.readouterr().err
 
 
-def _case(mu, logvar, n_draw=1000, seed=0):
-    """Metrics of synthetic posteriors (mu, logvar) against an N(0, I) prior, as the scorer computes them."""
-    g = torch.Generator().manual_seed(seed)
-    n, d = mu.shape
-    idx = torch.randint(n, (n_draw,), generator=g)
-    zq = mu[idx] + torch.exp(0.5 * logvar[idx]) * torch.randn(n_draw, d, generator=g)
-    zp = torch.randn(n_draw, d, generator=g)
+def _verdict(mu, logvar, m=1000, seed=0):
+    """The verdict on held-out posteriors (mu, logvar) under an N(0, I) prior, from the scorer's
+    calibrated latent metrics (``score_latents``) alone, as for a record without FIDs."""
+    d = mu.shape[1]
     prior = StandardNormal(LatentShape.parse(str(d)))
-    m = latent_metrics(prior, mu, logvar, zp, zq, idx)
-    m.update(subspace_metrics(prior, mu, logvar, zp, zq, principal_subspace(mu)))
-    return verdict(m, d, n)[0]
+    z_prior = prior.sample(m, torch.Generator().manual_seed(seed + 1))
+    metrics, notes = score_latents(prior, mu, logvar, z_prior, seed=seed)
+    return verdict(metrics, d, notes)[0]
 
 
-@pytest.mark.parametrize("name", ["low_rank", "holes", "shells", "collapsed", "matched"])
-def test_diagnose_names_the_right_picture_on_synthetic_aggregate_posteriors(name):
-    g = torch.Generator().manual_seed(0)
-    n = 500
-    if name == "low_rank":  # the seed's large latent: rank-5 information in D = 4096 plus unit noise
-        q, _ = torch.linalg.qr(torch.randn(4096, 5, generator=g))
-        mu = (torch.randn(n, 5, generator=g) * torch.tensor([3.0, 2.5, 2.0, 1.5, 1.2])) @ q.T
-        logvar = torch.zeros(n, 4096)
-    elif name == "holes":  # a small latent with disjoint posterior bubbles
-        mu = 1.5 * torch.randn(n, 8, generator=g)
-        logvar = torch.full((n, 8), math.log(0.01))
-    elif name == "shells":  # an isotropic aggregate posterior twice as wide as the prior in D = 256
-        mu = math.sqrt(1.5) * torch.randn(n, 256, generator=g)
-        logvar = torch.full((n, 256), math.log(0.5))
-    elif name == "collapsed":  # q(z|x) = N(0, I) for every x
-        mu, logvar = torch.zeros(n, 16), torch.zeros(n, 16)
-    else:  # q(z) = N(0, I) exactly
-        mu = math.sqrt(0.5) * torch.randn(n, 6, generator=g)
-        logvar = torch.full((n, 6), math.log(0.5))
-    assert _case(mu, logvar) == name
+def _isotropic(d, var=None, offset=None, n=1000, s=0.3, seed=0):
+    """q(z|x) = N(m_x, s^2 I), m_x ~ N(offset, diag(var) - s^2 I): the aggregate posterior is exactly
+    N(offset, diag(var)) (N(0, I) by default: p = q), every direction informative."""
+    g = torch.Generator().manual_seed(seed)
+    var = torch.ones(d) if var is None else var
+    mu = torch.randn(n, d, generator=g) * (var - s**2).sqrt() + (0.0 if offset is None else offset)
+    return mu, torch.full((n, d), 2 * math.log(s))
+
+
+def _few_used(d, k, var=1.0, offset=0.0, modes=False, n=1000, s=0.3, seed=0):
+    """k informative directions (variance ``var`` of q along them, or 2^k separated modes at
+    (±0.98, ...) with s = 0.2, unit variance), the other D - k unused (q(z|x) = N(0, 1)), as in a VAE at
+    a large latent."""
+    g = torch.Generator().manual_seed(seed)
+    mu, logvar = torch.zeros(n, d), torch.zeros(n, d)
+    if modes:
+        s = 0.2
+        mu[:, :k] = math.sqrt(1 - s**2) * torch.sign(torch.randn(n, k, generator=g))
+    else:
+        mu[:, :k] = torch.randn(n, k, generator=g) * math.sqrt(var - s**2) + offset
+    logvar[:, :k] = 2 * math.log(s)
+    return mu, logvar
+
+
+def _narrow_along(d, k, var):
+    v = torch.ones(d)
+    v[:k] = var
+    return v
+
+
+CASES = {
+    # p = q exactly
+    "matched small": (lambda: _isotropic(8), "matched"),
+    "matched large": (lambda: _few_used(1024, 3, n=600), "matched"),
+    # the prior too narrow (q 4x wider) and too wide (q 4x narrower) along k of D directions
+    "too narrow small": (lambda: _isotropic(8, var=_narrow_along(8, 1, 4.0)), "low_rank"),
+    "too narrow large": (lambda: _few_used(1024, 3, var=4.0, n=600), "low_rank"),
+    "too wide small": (lambda: _isotropic(8, var=_narrow_along(8, 1, 0.25)), "low_rank"),
+    "too wide large": (lambda: _few_used(1024, 3, var=0.25, n=600), "low_rank"),
+    "mean offset large": (lambda: _few_used(512, 1, offset=2.0), "low_rank"),
+    # well-separated modes under a prior with the same mean and covariance
+    "modes small": (lambda: _few_used(2, 2, modes=True), "holes"),
+    "modes large": (lambda: _few_used(2048, 2, modes=True, n=600), "low_rank"),
+    # an isotropic aggregate posterior half the prior's variance: different spheres once D is large
+    "shells small": (lambda: _isotropic(64, var=torch.full((64,), 0.5)), "shells"),
+    "shells large": (lambda: _isotropic(512, var=torch.full((512,), 0.5)), "shells"),
+    # the prior too narrow along every direction of a small latent: no shells, no holes
+    "mismatch small": (lambda: _isotropic(8, var=torch.full((8,), 2.0)), "mismatch"),
+    "collapsed small": (lambda: (torch.zeros(500, 8), torch.zeros(500, 8)), "collapsed"),
+    "collapsed large": (lambda: (torch.zeros(500, 1024), torch.zeros(500, 1024)), "collapsed"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_diagnose_names_the_right_picture_on_populations_with_known_answers(case):
+    make, picture = CASES[case]
+    assert _verdict(*make()) == picture
 
 
 def test_diagnose_plots_in_chunks_without_a_full_svd(tmp_path, monkeypatch):
@@ -116,9 +154,10 @@ def test_diagnose_shows_the_records_sample_counts_beside_the_records_numbers(tin
     train_cell(cell, cpu, checkpoint=ckpt, quiet=True)
     metrics = {k: 0.5 for k in SHOWN} | {"sub_dims": 3, "active_units": 6, "hole_fraction": 0.2}
     notes = {"n_prior": 111, "n_post": 111, "n_data": 111, "iw_k": 8, "n_geometry": 77,
-             "n_geometry_posteriors": 55, "scorer_version": SCORER_VERSION, "sub_coverage": 0.5}
+             "n_geometry_posteriors": 55, "n_mixture": 28, "scorer_version": SCORER_VERSION, "sub_coverage": 0.5,
+             "floors": {"hole_fraction": 0.0123}}
     write_record(ckpt.with_suffix(".json"), make_record(cell, status="ok", metrics=metrics, notes=notes))
     report = diagnose_checkpoint(ckpt, tmp_path / "diag", cpu).read_text()
     assert "numbers from the record beside the checkpoint (111 prior and 111" in report
-    assert "geometry on 77 samples per set over 55 held-out" in report
-    assert f"log N = {math.log(55):.2f}" in report
+    assert "geometry on 77 samples per set over\n55 held-out" in report
+    assert f"log N_A = {math.log(28):.2f}" in report and "| 0.200 (floor 0.012) |" in report

@@ -3,24 +3,30 @@
 It scores with the cell's own settings and seed (``ScoreContext``), so every number it shows is the
 record's; a number the record already holds is read from it, and diagnose adds what the record lacks:
 
-- a verdict naming which picture holds, decided from the full-space and informative-subspace metrics
-  (``latentbench.score.subspace``): different norm shells / holes between posterior bubbles / a
-  low-rank mismatch hidden in unused dimensions / a collapsed latent / no substantial gap;
-- the variance spectrum along the informative directions (aggregate posterior vs the prior);
+- a verdict naming which picture holds (``latentbench.report.verdict``: collapsed / matched pictures /
+  different norm shells / holes in the full space / a low-rank mismatch the full space cannot see / a
+  mismatch none of these describes), decided from calibrated figures read against their noise floors;
+- the variance spectrum: along the informative directions, and at both ends of Cov_q (the directions
+  where the prior is too narrow and where it is too wide) against the floor;
 - the per-dimension picture (Var_x of posterior means, mean posterior variance, prior-sample variance);
 - the norm shell of prior vs aggregate posterior (||z|| / sqrt(D) histograms);
 - grids decoded from z ~ p(z), z ~ q(z|x), z ~ N(mu(x), I) and the two subspace swaps;
 - the prior's density over the aggregate-posterior samples: contours for 2-D latents, and on the
   plane of the posterior means' first two principal components (a slice through the aggregate
   posterior's mean) for larger ones.
+
+For a run folder it diagnoses every checkpoint and writes ``summary.md``: one table of the verdicts of
+every record (a folder of records without checkpoints, e.g. a published board, gets the table alone).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,82 +35,62 @@ import torch  # noqa: E402
 
 from latentbench.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 from latentbench.report.plots import _grid_image  # noqa: E402
+from latentbench.report.verdict import _f, floor_of, summary_markdown, verdict  # noqa: E402, F401
 from latentbench.score.geometry import prior_has_density  # noqa: E402
 from latentbench.score.sampling import sample_snapshot  # noqa: E402
 
 # the metrics a diagnosis shows (read from the record where it has them, else computed as the scorer would)
-SHOWN = ("hole_fraction", "sub_hole_fraction", "marginal_kl", "sub_marginal_kl", "mutual_info", "kl",
-         "mmd_latent", "sub_mmd", "active_units", "sub_dims", "sub_spread", "norm_prior", "norm_prior_std",
-         "norm_post", "norm_post_std", "fid_prior_post", "fid_swap_sub", "fid_swap_rest")
-
-# thresholds of the verdict
-SPREAD_GAP = 2.0  # a variance ratio either way beyond this along an informative direction is a miss
-HOLES = 0.05  # hole fractions beyond this (0.01 = chance) are holes
-BLIND = 0.03  # a full-space hole fraction below this sees nothing
+SHOWN = ("fid_prior_post", "fid_floor", "fid_prior", "fid_post", "fid_mu_unit", "hole_fraction",
+         "sub_hole_fraction", "spec_wide", "spec_narrow", "mean_offset", "sub_spread", "sub_dims", "active_units",
+         "kl", "mutual_info", "marginal_kl", "sub_marginal_kl", "mmd_latent", "sub_mmd", "norm_prior",
+         "norm_prior_std", "norm_post", "norm_post_std", "fid_swap_sub", "fid_swap_rest", "fid_swap_sub_rand",
+         "fid_swap_rest_rand")
 
 
-def verdict(m: dict[str, Any], d: int, n_post: int) -> tuple[str, str]:
-    """(picture, sentence with the figures that decide it) from a cell's metrics at latent size ``d``
-    over ``n_post`` held-out posteriors. Pictures: ``collapsed``, ``shells``, ``holes``, ``low_rank``,
-    ``matched``."""
-    g = lambda k: m.get(k)  # noqa: E731
-    k = g("sub_dims")
-    if k == 0 or (g("active_units") == 0 and (g("mutual_info") or 0) < 0.1):
-        return "collapsed", (f"A collapsed latent: no direction of the posterior means varies (sub_dims {k}, "
-                             f"active_units {g('active_units')} of {d}, I(x; z) {g('mutual_info'):.2f} nats); "
-                             "the decoder ignores z, so there is no prior hole to speak of.")
-    gap = g("norm_post") - g("norm_prior")
-    spread = g("sub_spread") or 1.0
-    swap = ""
-    if g("fid_swap_sub") is not None and g("fid_prior_post") is not None:
-        swap = (f" In image space fid_prior_post is {g('fid_prior_post'):.1f}; with the posterior's subspace "
-                f"component it falls to {g('fid_swap_sub'):.1f} (fid_swap_sub), and the prior's subspace "
-                f"component alone costs {g('fid_swap_rest'):.1f} (fid_swap_rest).")
-    if abs(gap) > 2 * max(g("norm_prior_std"), g("norm_post_std"), 1e-3) and abs(gap) > 0.02:
-        return "shells", (f"Different shells: prior samples have ||z||/sqrt(D) = {g('norm_prior'):.3f} ± "
-                          f"{g('norm_prior_std'):.3f}, aggregate-posterior samples {g('norm_post'):.3f} ± "
-                          f"{g('norm_post_std'):.3f} (Δ = {gap:+.3f}): they live on different spheres." + swap)
-    sub_holes = g("sub_hole_fraction") or 0.0
-    if g("hole_fraction") > HOLES or sub_holes > HOLES:
-        bubbles = g("mutual_info") / max(np.log(n_post), 1e-9)
-        return "holes", (f"Holes between posterior bubbles: {100 * g('hole_fraction'):.0f}% of prior samples "
-                         f"(and {100 * sub_holes:.0f}% of their projections on the {k} informative directions) "
-                         f"land where the aggregate posterior has almost no mass (1% is chance); I(x; z) = "
-                         f"{g('mutual_info'):.2f} nats is {100 * bubbles:.0f}% of log N = {np.log(n_post):.2f}, "
-                         f"so the posteriors are {'nearly disjoint' if bubbles > 0.9 else 'separate'} bubbles." + swap)
-    if spread > SPREAD_GAP:
-        return "low_rank", (f"A low-rank mismatch hidden in unused dimensions: {k} principal directions of the "
-                            f"posterior means hold 99% of Var_x mu(x) (of D = {d}; axis-aligned active_units "
-                            f"{g('active_units')}), and along them the aggregate posterior's variance differs "
-                            f"from the prior's by up to {spread:.1f}x (sub_spread), while the full space sees "
-                            f"almost nothing: hole_fraction {g('hole_fraction'):.3f}, norm shells "
-                            f"{g('norm_prior'):.3f} / {g('norm_post'):.3f}." + swap)
-    return "matched", (f"No substantial gap: hole_fraction {g('hole_fraction'):.3f} (0.01 is chance), sub_spread "
-                       f"{spread:.2f} along {k} informative directions (1 is a match)." + swap)
-
-
-def _spectrum(var_post: list[float], var_prior: list[float], prior_name: str, path: Path) -> None:
-    """Variance of aggregate-posterior and prior samples along the informative directions."""
-    k = len(var_post)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    x = np.arange(1, k + 1)
-    ax.plot(x, var_post, "o-", ms=3, label="aggregate posterior q(z)")
-    ax.plot(x, var_prior, "s-", ms=3, label=f"prior ({prior_name})")
-    vals = np.asarray(var_post + var_prior, dtype=float)
-    if k > 20:
-        ax.set_xscale("log")
-    else:
-        ax.set_xticks(x if k <= 12 else x[::2])
-    if vals.size and vals.min() > 0 and vals.max() / vals.min() > 30:
-        ax.set_yscale("log")
-    else:
-        ax.set_ylim(bottom=0)
-    ax.set_xlabel("principal direction of the posterior means")
-    ax.set_ylabel("variance along it")
-    ax.legend(fontsize=7)
+def _spectrum(notes: dict[str, Any], prior_name: str, path: Path) -> bool:
+    """Left: variance of aggregate posterior and prior along the informative directions. Right: the
+    ratio Var_q / Var_p along the top and bottom eigen-directions of Cov_q (both ends of the spectrum),
+    with the floor either way. False (nothing drawn) when the notes hold neither."""
+    sub_q, sub_p = notes.get("sub_var_post") or [], notes.get("sub_var_prior") or []
+    spec_q, spec_p = notes.get("spec_var_post") or [], notes.get("spec_var_prior") or []
+    panels = [p for p in (("sub", sub_q, sub_p), ("spec", spec_q, spec_p)) if p[1] and len(p[1]) == len(p[2])]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
+    for ax, (kind, vq, vp) in zip(axes[0], panels):
+        x = np.arange(1, len(vq) + 1)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if kind == "sub":
+            ax.plot(x, vq, "o-", ms=3, label="aggregate posterior q(z)")
+            ax.plot(x, vp, "s-", ms=3, label=f"prior ({prior_name})")
+            vals = np.asarray(vq + vp, dtype=float)
+            if vals.size and vals.min() > 0 and vals.max() / vals.min() > 30:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
+            ax.set_xlabel("informative direction (principal direction of the posterior means)")
+            ax.set_ylabel("variance along it")
+            ax.set_title("along the informative directions", fontsize=9)
+        else:
+            ratio = np.asarray(vq, dtype=float) / np.maximum(np.asarray(vp, dtype=float), 1e-12)
+            half = len(ratio) // 2
+            ax.plot(x[:half], ratio[:half], "o", ms=4, label="top of Cov_q (where the prior may be too narrow)")
+            ax.plot(x[half:], ratio[half:], "s", ms=4, label="bottom of Cov_q (where the prior may be too wide)")
+            ax.axhline(1.0, color="k", lw=0.6)
+            floor = (notes.get("floors") or {}).get("spec_wide")
+            if floor:
+                ax.axhspan(1 / float(floor), float(floor), color="grey", alpha=0.2, label="noise floor")
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.set_xlabel("probed eigen-direction of Cov_q")
+            ax.set_ylabel("Var_q / Var_p along it")
+            ax.set_title("both ends of the spectrum (1 = matched)", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def _column_stats(x: torch.Tensor, rows: int, fn=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +133,7 @@ def _per_dimension(mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor
     ax.set_ylim(bottom=0)
     ax.axhline(0.01, color="grey", lw=0.5, ls="--")
     ax.set_xlabel("latent dimension (sorted by Var_x of the posterior mean)")
+    ax.set_ylabel("variance")
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
@@ -206,6 +193,12 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path, su
         if len(levels) > 1:
             ax.contour(gx, gy, lp, levels=levels, colors="k", linewidths=0.6)
     ax.set_title("prior density contours over posterior samples", fontsize=9)
+    if d == 2:
+        ax.set_xlabel("z_1 (centred on the aggregate posterior's mean)")
+        ax.set_ylabel("z_2 (centred)")
+    else:
+        ax.set_xlabel("direction 1 (principal component of the posterior means)")
+        ax.set_ylabel("direction 2")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
@@ -232,7 +225,8 @@ def _record_metrics(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
-    return "absent" if v is None else (str(v) if isinstance(v, int) else format(v, spec))
+    """A shown number: an int as it is, a float never as '-0.000', 'absent' for a missing one."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else _f(v, spec)
 
 
 def _grids(snap: dict[str, Any], images: dict[str, torch.Tensor], path: Path) -> None:
@@ -264,10 +258,54 @@ def _norms(snap: dict[str, Any], prior_name: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _rows(m: dict[str, Any], notes: dict[str, Any], picture: str, d: int) -> list[tuple[str, str]]:
+    """The report's table: each figure with its floor where it has one; bounds written as bounds."""
+    def fl(name: str, spec: str = ".3f") -> str:
+        floor = floor_of(name, m, notes)
+        return f"{_fmt(m.get(name), spec)}" + (f" (floor {_fmt(floor, spec)})" if floor is not None else "")
+
+    n_a = notes.get("n_mixture")
+    log_n = f"at most log N_A = {math.log(n_a):.2f}" if n_a else "at most log N"
+    return [
+        ("picture", f"**{picture}**"),
+        ("fid_prior_post: decoded prior vs posterior-mixture samples (floor: two posterior-mixture draws)",
+         fl("fid_prior_post", ".2f")),
+        ("fid_prior / fid_post / fid_mu_unit: z ~ p(z), z ~ q(z\\|x), z ~ N(mu(x), I) vs held-out data",
+         f"{_fmt(m.get('fid_prior'), '.2f')} / {_fmt(m.get('fid_post'), '.2f')} / {_fmt(m.get('fid_mu_unit'), '.2f')}"),
+        ("hole_fraction: prior samples in the low-density 1% of q(z) (0.01 when the prior is right)", fl("hole_fraction")),
+        ("sub_hole_fraction: the same on the informative subspace", fl("sub_hole_fraction")),
+        ("spec_wide: largest Var_q / Var_p along the probed directions (1 = matched)", fl("spec_wide", ".2f")),
+        ("spec_narrow: largest Var_p / Var_q (1 = matched)", fl("spec_narrow", ".2f")),
+        ("sub_spread: largest variance ratio either way along the informative directions", fl("sub_spread", ".2f")),
+        ("mean_offset: \\|\\|E_q z - E_p z\\|\\|", fl("mean_offset")),
+        ("sub_dims (directions holding 99% of Var_x mu(x)) / active_units / D",
+         f"{_fmt(m.get('sub_dims'), '.0f')} / {_fmt(m.get('active_units'), '.0f')} / {d}"),
+        ("norm_prior / norm_post (mean \\|\\|z\\|\\|/sqrt(D) ± std)",
+         f"{_fmt(m.get('norm_prior'))} ± {_fmt(m.get('norm_prior_std'))} / "
+         f"{_fmt(m.get('norm_post'))} ± {_fmt(m.get('norm_post_std'))}"),
+        ("mmd_latent / sub_mmd", f"{_fmt(m.get('mmd_latent'), '.4f')} / {_fmt(m.get('sub_mmd'), '.4f')}"),
+        ("kl: E_x KL(q(z\\|x) \\|\\| p(z)) (nats; descriptive)", _fmt(m.get("kl"), ".2f")),
+        (f"mutual_info I(x; z): a lower bound, {log_n}{' (saturated)' if notes.get('mi_saturated') else ''}; "
+         "not used by the verdict", f"≥ {_fmt(m.get('mutual_info'), '.2f')}"),
+        ("marginal_kl / sub_marginal_kl: upper bounds on KL(q(z) \\|\\| p(z)) (nats); not used by the verdict",
+         f"≤ {_fmt(m.get('marginal_kl'), '.2f')} / ≤ {_fmt(m.get('sub_marginal_kl'), '.2f')}"),
+        ("swaps (interventions vs an independent posterior draw): fid_swap_sub / fid_swap_rest; in a random "
+         "subspace of the same k: fid_swap_sub_rand / fid_swap_rest_rand",
+         f"{_fmt(m.get('fid_swap_sub'), '.2f')} / {_fmt(m.get('fid_swap_rest'), '.2f')}; "
+         f"{_fmt(m.get('fid_swap_sub_rand'), '.2f')} / {_fmt(m.get('fid_swap_rest_rand'), '.2f')}"),
+    ]
+
+
 def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Path:
     """Diagnose one checkpoint with its cell's scoring settings and seed; writes ``out/report.md``."""
+    return _diagnose(checkpoint, out, device)[0]
+
+
+def _diagnose(checkpoint: Path, out: Path, device: torch.device) -> tuple[Path, dict, dict, dict]:
+    """(report path, cell, metrics, notes) of one checkpoint's diagnosis."""
     from latentbench.data import load_data
     from latentbench.registry import METRICS
+    from latentbench.score.latents import draw_posterior
     from latentbench.score.scorer import ScoreContext
     from latentbench.spec import Cell
     from latentbench.training.checkpoint import load_checkpoint
@@ -278,51 +316,36 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     ctx = ScoreContext(model, data, cell, device)
     recorded, recorded_notes = _record_metrics(checkpoint)
-    m = {k: recorded[k] if k in recorded else METRICS.get(k)(ctx) for k in SHOWN}
-    s = ctx.samples()
-    lat, sub = s["latents"], ctx.subspace()
+    m = {k: recorded[k] if k in recorded else (METRICS.get(k)(ctx) if k in METRICS else None) for k in SHOWN}
+    post, s = ctx.posteriors(), ctx.samples()
+    z_prior = s["z_prior"]
+    z_post, _ = draw_posterior(post["mu"], post["logvar"], len(z_prior), ctx.stream("diagnose/posterior"))
+    z_post = z_post.reshape(len(z_post), *model.latent.shape)
     prior = model.generative_prior
     prior_name = f"{cell.remedy}: {type(prior).__name__}"
-    # numbers read from the record come with the record's sample counts (its machine's geometry caps)
+    # numbers read from the record come with the record's sample counts and floors
     notes = {**ctx.notes, **recorded_notes} if recorded else ctx.notes
-    d, n_post = model.latent.dim, int(notes.get("n_geometry_posteriors", len(lat["mu"])))
-    picture, reading = verdict(m, d, n_post)
-    has_spectrum = bool(sub["var_post"])
-    if has_spectrum:
-        _spectrum(sub["var_post"], sub["var_prior"], prior_name, out / "spectrum.png")
-    _per_dimension(lat["mu"], lat["logvar"], lat["z_prior"], prior_name, out / "dimensions.png", ctx.mem_bytes)
+    d = model.latent.dim
+    picture, reading = verdict(m, d, notes)
+    has_spectrum = _spectrum(notes, prior_name, out / "spectrum.png")
+    _per_dimension(post["mu"], post["logvar"], z_prior, prior_name, out / "dimensions.png", ctx.mem_bytes)
     snap = sample_snapshot(model, data.test, cell.seed)
     _grids(snap, s["images"], out / "grids.png")
     _norms(snap, prior_name, out / "norms.png")
     if prior_has_density(prior):
-        how = _contours(prior, lat["z_prior"], lat["z_post"], out / "contours.png", s["subspace"], ctx.mem_bytes)
+        how = _contours(prior, z_prior, z_post, out / "contours.png", post["subspace"], ctx.mem_bytes)
         contours = f"Shown on {how}.\n\n![contours](contours.png)"
     else:
         contours = f"{type(prior).__name__} has no tractable density: no contours."
-    source = "the record beside the checkpoint" if recorded else "computed now with the cell's scoring settings"
-    rows = [
-        ("picture", picture),
-        ("hole_fraction (prior samples in the low-density 1% of q(z); 0.01 = chance)", _fmt(m["hole_fraction"])),
-        ("sub_hole_fraction (the same on the informative subspace)", _fmt(m["sub_hole_fraction"])),
-        ("sub_dims (directions holding 99% of Var_x mu(x)) / active_units / D",
-         f"{_fmt(m['sub_dims'])} / {_fmt(m['active_units'])} / {d}"),
-        ("sub_spread (largest variance ratio either way along them; 1 = matched)", _fmt(m["sub_spread"], ".2f")),
-        ("marginal_kl / sub_marginal_kl (nats)", f"{_fmt(m['marginal_kl'], '.2f')} / {_fmt(m['sub_marginal_kl'], '.2f')}"),
-        (f"mutual_info I(x; z) (at most log N = {np.log(n_post):.2f})", _fmt(m["mutual_info"], ".2f")),
-        ("kl E_x KL(q(z\\|x) \\|\\| p(z)) (nats)", _fmt(m["kl"], ".2f")),
-        ("mmd_latent / sub_mmd", f"{_fmt(m['mmd_latent'], '.4f')} / {_fmt(m['sub_mmd'], '.4f')}"),
-        ("norm_prior / norm_post (mean \\|\\|z\\|\\|/sqrt(D))",
-         f"{m['norm_prior']:.3f} ± {m['norm_prior_std']:.3f} / {m['norm_post']:.3f} ± {m['norm_post_std']:.3f}"),
-        ("fid_prior_post / fid_swap_sub / fid_swap_rest",
-         f"{_fmt(m['fid_prior_post'], '.2f')} / {_fmt(m['fid_swap_sub'], '.2f')} / {_fmt(m['fid_swap_rest'], '.2f')}"),
-    ]
-    table = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    source = "from the record beside the checkpoint" if recorded else "computed now with the cell's scoring settings"
+    table = "\n".join(f"| {a} | {b} |" for a, b in _rows(m, notes, picture, d))
     spectrum = ("![spectrum](spectrum.png)" if has_spectrum else "No informative direction (collapsed latent).")
     text = f"""# Diagnosis: {cell.remedy}, latent {cell.latent}, {cell.dataset}, seed {cell.seed}
 
-Checkpoint `{checkpoint}`; numbers from {source} ({notes['n_prior']} prior and {notes['n_post']}
-posterior-mixture samples; geometry on {notes['n_geometry']} samples per set over {n_post} held-out
-posteriors; scorer v{notes['scorer_version']}). The prior is {prior_name}.
+Checkpoint `{checkpoint}`; numbers {source} ({notes['n_prior']} prior and {notes['n_post']}
+posterior-mixture samples; geometry on {notes['n_geometry']} samples per set over
+{notes.get('n_geometry_posteriors', len(post['mu']))} held-out posteriors; scorer v{notes['scorer_version']}).
+The prior is {prior_name}.
 
 | quantity | value |
 |---|---|
@@ -330,9 +353,12 @@ posteriors; scorer v{notes['scorer_version']}). The prior is {prior_name}.
 
 **Reading.** {reading}
 
-## Along the informative directions
-Variance of aggregate-posterior and prior samples along the {_fmt(m['sub_dims'])} principal directions of
-the posterior means ({100 * notes.get('sub_coverage', 0):.1f}% of Var_x mu(x)).
+The verdict reads calibrated figures against their noise floors (the rules: `latentbench/report/verdict.py`);
+bounds (mutual_info, marginal_kl) and the swap interventions are shown but never decide it.
+
+## The spectrum
+Variance of the aggregate posterior and of the prior along the {_fmt(m.get('sub_dims'), '.0f')} informative
+directions ({100 * notes.get('sub_coverage', 0):.1f}% of Var_x mu(x)), and their ratio at both ends of Cov_q.
 
 {spectrum}
 
@@ -351,20 +377,36 @@ The last two panels swap the informative-subspace component between prior and po
 {contours}
 """
     atomic_write_text(out / "report.md", text)
-    return out / "report.md"
+    return out / "report.md", cell.to_dict(), m, notes
 
 
 def diagnose(target: Path, device: torch.device, out: Path | None = None) -> list[Path]:
-    """Diagnose one checkpoint, or every checkpoint of a run folder."""
+    """Diagnose one checkpoint, or every checkpoint of a run folder; for a folder, also write
+    ``summary.md`` (the verdicts of every record, from the diagnosis where there was one). A folder of
+    records without checkpoints (a published board) gets the summary alone."""
     from latentbench.errors import UserError
+    from latentbench.runner.records import read_records
 
     target = Path(target)
     if target.is_file():
         return [diagnose_checkpoint(target, out or target.with_suffix(".diagnose"), device)]
     if not target.is_dir():
         raise UserError(f"no such checkpoint or run folder: {target}")
-    ckpts = sorted((target / "records").glob("*.pt")) if (target / "records").is_dir() else sorted(target.glob("*.pt"))
-    if not ckpts:
-        raise UserError(f"{target}: no checkpoints found (expected {target}/records/*.pt)")
+    folder = target / "records" if (target / "records").is_dir() else target
+    ckpts = sorted(folder.glob("*.pt"))
+    records = [r for r in read_records([target], skip_bad=True) if r.get("status") == "ok"] \
+        if list(folder.glob("*.json")) else []
+    if not ckpts and not records:
+        raise UserError(f"{target}: no checkpoints or records found (expected {target}/records/*.pt or *.json)")
     base = out or target / "diagnose"
-    return [diagnose_checkpoint(c, base / c.stem, device) for c in ckpts]
+    reports, done = [], {}
+    for c in ckpts:
+        path, cell, m, notes = _diagnose(c, base / c.stem, device)
+        reports.append(path)
+        done[c.stem] = (cell, m, notes)
+    rows = [done.pop(Path(r["_path"]).stem, None) or (r["cell"], r.get("metrics") or {}, r.get("notes") or {})
+            for r in records]
+    rows += list(done.values())  # checkpoints without a record
+    base.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(base / "summary.md", summary_markdown(rows))
+    return reports + [base / "summary.md"]
