@@ -14,7 +14,11 @@ from latentbench import register_metric
 @register_metric("prior_logp_post", higher_is_better=True,
                  description="mean log p(z) / D of posterior-mixture samples under the prior (nats)")
 def prior_logp_post(ctx) -> float | None:
-    z = ctx.samples()["latents"]["z_post"]
+    from latentbench.score.latents import draw_posterior
+
+    post = ctx.posteriors()  # the held-out posteriors (mu, logvar) the scorer uses
+    z, _ = draw_posterior(post["mu"], post["logvar"], ctx.cell.n_samples, ctx.stream("priorlogp/post"))
+    z = z.reshape(len(z), *ctx.model.latent.shape)
     prior = ctx.model.generative_prior
     with torch.no_grad():
         lp = torch.cat([prior.log_prob(z[i : i + 512]).double() for i in range(0, len(z), 512)])
