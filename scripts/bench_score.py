@@ -1,5 +1,5 @@
-"""Time the scoring of one cell, part by part: sampling and decoding, domain features, FID/KID/PRC (and the
-two subspace swap FIDs), latent geometry, the informative subspace, IWAE.
+"""Time the scoring of one cell, part by part: sampling and decoding, domain features, FID/KID/PRC (the
+noise floor, the seed's N(mu(x), I) set and the swap interventions), the calibrated latent metrics, IWAE.
 
 Trains a VAE briefly on digits (flat latents: MLP) or synthetic 28x28 images (spatial latents such as
 8x8x1024: the conv net), then scores it twice (the first run also trains the feature classifier) and
@@ -63,8 +63,8 @@ def main() -> None:
               f"samples over {notes['n_geometry_posteriors']} posteriors")
         for part, s in sorted(timing.items(), key=lambda kv: -kv[1]):
             print(f"  {part:14s} {s:7.2f} s  {100 * s / total:5.1f}%")
-    shown = ("fid_prior", "fid_post", "fid_prior_post", "fid_swap_sub", "fid_swap_rest", "hole_fraction",
-             "sub_dims", "sub_spread", "nll_iw")
+    shown = ("fid_prior", "fid_post", "fid_prior_post", "fid_floor", "fid_swap_sub", "fid_swap_sub_rand",
+             "hole_fraction", "spec_wide", "spec_narrow", "sub_dims", "sub_spread", "nll_iw")
     print("\n" + "  ".join(f"{k} {metrics[k]:.3g}" for k in shown if k in metrics))
     if dev.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB")

@@ -59,7 +59,7 @@ def test_bounds_are_tight_where_the_estimator_does_not_saturate():
     assert abs(met["marginal_kl"]) < 0.05 and not notes["mi_saturated"]
 
 
-@pytest.mark.parametrize("d,n,m", [(8, 4000, 2000), (512, 4000, 1000)])
+@pytest.mark.parametrize("d,n,m", [(8, 4000, 2000), (512, 2000, 1000)])
 def test_a_prior_too_narrow_along_k_directions_is_measured(d, n, m):
     """q has variance a^2 = 9 along k = 4 rotated directions: spec_wide reads 9 and counts 4, the other
     end and the shells read matched, and the prior's samples sit in q's core (no holes)."""
@@ -87,7 +87,7 @@ def test_a_prior_too_narrow_is_found_at_the_seeds_latent_size():
     assert abs(met["norm_prior"] - met["norm_post"]) < 0.01
 
 
-@pytest.mark.parametrize("d,n,m", [(8, 4000, 2000), (512, 4000, 1000)])
+@pytest.mark.parametrize("d,n,m", [(8, 4000, 2000), (512, 2000, 1000)])
 def test_a_prior_too_wide_along_k_directions_is_measured(d, n, m):
     """q has variance a^2 = 0.25 along k = 4 directions: spec_narrow reads 4 at small D (a lower
     estimate at D / N = 1 / 8, where the bottom directions mix with the sample covariance's bulk) and
