@@ -164,9 +164,9 @@ def verdict(m: dict[str, Any], d: int, notes: dict[str, Any] | None = None) -> t
                             f"{', '.join(_figure(n, m, notes) for n in sub_miss)} along "
                             f"{_directions_text(n_dirs, k, d)}.{spectrum}{tail}")
     if fid is not None and fid_floor is not None:
-        return "mismatch", (f"An image gap that no latent figure shows: {fid_text}, while every calibrated latent "
-                            "figure is within its floor (the gap lies in what they do not measure: higher moments "
-                            "or modes inside the informative subspace).")
+        return "mismatch", (f"An image gap that no latent figure shows: {fid_text}, {fid / fid_floor:.1f}x it, while "
+                            "every calibrated latent figure is within its floor or close to it (the gap lies in what "
+                            "they do not measure: higher moments or modes inside the informative subspace).")
     return "matched", (f"No substantial gap: hole_fraction {_f(m.get('hole_fraction'))} (0.01 when the prior is "
                        f"right), spec_wide {_f(m.get('spec_wide'), '.2f')}, spec_narrow {_f(m.get('spec_narrow'), '.2f')}, "
                        f"sub_spread {_f(m.get('sub_spread'), '.2f')} (1 = matched), mean_offset "
