@@ -81,13 +81,26 @@ def failed_meanwhile(path: Path, since: float | None) -> dict[str, Any] | None:
         return None
     try:
         rec = read_record(path)
-        if rec["status"] == "failed" and record_origin(rec) == "run" and path.stat().st_mtime >= since:
+        if rec["status"] == "failed" and record_origin(rec) == "run" and written_since(path, since):
             return rec
     except NewerRecordError:
         raise
     except (UserError, OSError):
         pass
     return None
+
+
+def written_since(path: Path, since: float | None) -> bool:
+    """Whether ``path`` was written after ``since`` (the file system's clock when this run started) and
+    not in the future: a file whose mtime is ahead of the file system's clock now (a skewed host clock)
+    was not written meanwhile, and is judged as old."""
+    if since is None:
+        return False
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    return since <= mtime <= fs_clock(path.parent) + 1.0
 
 
 def fs_clock(folder: Path) -> float:
@@ -114,6 +127,18 @@ def remove_partial_writes(folder: Path, cell: Cell) -> None:
     for suffix in CELL_FILES:
         for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.{suffix}.*"):
             p.unlink(missing_ok=True)
+
+
+def tidy_finished(folder: Path, cells: list[Cell]) -> None:
+    """Free the stale leases of finished cells, and their ``.tmp-*`` files: a run killed between writing
+    a cell's record and releasing its lease left them, and a finished cell is never claimed again."""
+    for cell in cells:
+        lock = CellLock(Path(folder) / "records" / f"{cell.id}.lock")
+        if lock.path.exists() and lock.stale() and lock.acquire():
+            try:
+                remove_partial_writes(folder, cell)
+            finally:
+                lock.release()
 
 
 def adopt_legacy_files(folder: Path, cells: list[Cell]) -> None:
@@ -227,7 +252,11 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
     its worker processes and their bars share this one function.
     """
     rec_path = folder / "records" / f"{cell.id}.json"
-    if not force and is_finished(rec_path, cell):
+
+    def done_already() -> bool:  # with force: recomputed by a concurrent --force run since this one started
+        return is_finished(rec_path, cell) and (not force or written_since(rec_path, since))
+
+    if done_already():
         return "skipped", None
     if (other := failed_meanwhile(rec_path, since)) is not None:
         return "failed", other
@@ -235,12 +264,13 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
     try:  # acquire inside the try: a signal right after the claim still releases it
         if not lock.acquire():
             return "busy", None
-        if not force and is_finished(rec_path, cell):  # another process finished it meanwhile
+        if done_already():  # another process finished it meanwhile
             return "skipped", None
         if (other := failed_meanwhile(rec_path, since)) is not None:
             return "failed", other
-        if force:
-            rec_path.with_suffix(".pt").unlink(missing_ok=True)
+        if force:  # the old results go first: a kill from here on leaves an unfinished cell, never a record
+            for suffix in ("json", "samples.npz", "pt"):  # without the checkpoint it was computed with
+                rec_path.with_name(f"{cell.id}.{suffix}").unlink(missing_ok=True)
         progress.start(cell.id, cell_label(cell), lock.token)
         run = None
         if tracker is not None:  # a cell resuming from its checkpoint continues its tracker run
@@ -284,6 +314,8 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
     adopt_legacy_files(folder, cells)
     since = fs_clock(folder / "records")
     todo = [c for c in cells if force or not is_finished(folder / "records" / f"{c.id}.json", c)]
+    pending = {c.id for c in todo}
+    tidy_finished(folder, [c for c in cells if c.id not in pending])
     t0 = time.time()
     if tracker is not None:
         from latentbench.runner.track import guarded

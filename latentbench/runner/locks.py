@@ -16,6 +16,7 @@ from :meth:`CellLock.owned` and does not write its result.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -38,8 +39,8 @@ def lease_seconds() -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise UserError(f"bad LATENTBENCH_LEASE_S={text!r}: give seconds > 0, e.g. 120")
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"bad LATENTBENCH_LEASE_S={text!r}: give a finite number of seconds > 0, e.g. 120")
     return value
 
 
@@ -72,6 +73,21 @@ class CellLock:
                 return f.read(), os.fstat(f.fileno()).st_mtime
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise UserError(f"{path} is a folder where a cell's lock file belongs; remove it and rerun") from None
+
+    def _age(self, got: tuple[bytes, float], fs_now: float) -> float:
+        """The lock's heartbeat age on the file system's clock. A heartbeat in the future (a clock set back,
+        a host whose clock ran ahead) is capped at now, on disk too, so the lease expires within
+        ``lease_s`` instead of after the skew."""
+        age = fs_now - got[1]
+        if age < -1.0:
+            try:
+                os.utime(self.path, (fs_now, fs_now))
+            except OSError:
+                pass
+            return 0.0
+        return max(age, 0.0)
 
     def _token_of(self, raw: bytes) -> str | None:
         try:
@@ -147,7 +163,7 @@ class CellLock:
             got = self._read()
             if got is None:
                 continue  # released between our attempt and the read: try again
-            if fs_now - got[1] <= self.lease_s:
+            if self._age(got, fs_now) <= self.lease_s:
                 return False
             self._take_over(got)
         return False
@@ -158,7 +174,7 @@ class CellLock:
         if got is None:
             return True
         try:
-            return self._fs_now() - got[1] > self.lease_s
+            return self._age(got, self._fs_now()) > self.lease_s
         except OSError:
             return False
 
