@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -181,6 +182,11 @@ def validate_cell(cell: Cell) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    for where, table in (("", {"lr": cell.lr, "sigma": cell.sigma, "val_fraction": cell.val_fraction}),
+                         (f"[remedy.{cell.remedy}] ", cell.remedy_params), ("[net] ", cell.net)):
+        for key, value in table.items():  # inf and nan pass the range checks, then train every cell to a failure
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{where}{key} must be a finite number, got {value}")
 
 
 @dataclass
@@ -296,8 +302,8 @@ def grid_to_toml(grid: Grid) -> str:
             return "true" if v else "false"
         if isinstance(v, (int, float)):
             return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
+        if isinstance(v, str):  # TOML reads \uXXXX but not JSON's surrogate pairs: non-ASCII is written as is
+            return json.dumps(v, ensure_ascii=False)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(val(x) for x in v) + "]"
         raise TypeError(f"cannot write {v!r} to TOML")

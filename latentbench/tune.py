@@ -51,6 +51,7 @@ def make_storage(storage: str | None, study: str):
     path = Path(storage)
     if path.is_dir():
         raise UserError(f"--storage {storage} is a folder; give a journal file path such as runs/tune/{study}.log")
+    _check_journal(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -66,6 +67,33 @@ def make_storage(storage: str | None, study: str):
     except Exception as exc:  # noqa: BLE001 - a binary or malformed file fails in many ways
         raise UserError(f"{storage} is not an Optuna journal ({type(exc).__name__} while reading it); "
                         "point --storage at a journal file, or at a new path") from None
+
+
+def _check_journal(path: Path) -> None:
+    """An existing journal must be Optuna's: UTF-8 lines, each a JSON object, the last one complete.
+    Checked before Optuna opens it, which appends to whatever the file holds."""
+    import json
+
+    if not path.is_file():
+        return
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not an Optuna journal (byte {exc.start} is binary); point --storage at a "
+                        "journal file, or at a new path") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the Optuna journal {path}: {exc.strerror or exc}") from None
+    if text and not text.endswith("\n"):
+        raise UserError(f"{path}: the Optuna journal's last line is truncated (a killed writer?); remove that "
+                        "line, or point --storage at a new path")
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            ok = isinstance(json.loads(line), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(f"{path} is not an Optuna journal (line {n} is not a journal entry); point --storage "
+                            "at a journal file, or at a new path")
 
 
 def _with_driver(url: str) -> str:
@@ -143,8 +171,18 @@ def build_study(name: str, storage: str | None, direction: str = "minimize", sam
     if direction not in ("minimize", "maximize"):
         raise UserError(f"--direction must be minimize or maximize, got {direction!r}")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup_epochs)
-    study = optuna.create_study(study_name=name, storage=make_storage(storage, name), load_if_exists=True,
-                                direction=direction, sampler=make_sampler(sampler, seed), pruner=pruner)
+    store = make_storage(storage, name)
+    try:
+        study = optuna.create_study(study_name=name, storage=store, load_if_exists=True,
+                                    direction=direction, sampler=make_sampler(sampler, seed), pruner=pruner)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a journal holding text, binary or a truncated line
+        if storage is not None and "://" in storage:
+            raise
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{storage or f'runs/tune/{name}.log'} is not a readable Optuna journal ({type(exc).__name__}: "
+                        f"{why[:120]}); point --storage at a journal file, or at a new path") from None
     if base is not None:
         attrs = {"metric": metric, "settings": _study_settings(base)}
         old = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}

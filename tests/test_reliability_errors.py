@@ -29,9 +29,13 @@ def _one_line_error(argv: list[str], capsys) -> str:
     (["--device", "meta"], "--device meta: latentbench trains and scores on cpu, cuda or mps"),
     (["--device", "xla"], "--device xla"),
     (["--n-samples", "3"], "n_samples 3 is too small to score: precision/recall need at least 4"),
+    (["--lr", "inf"], "lr must be a finite number"),
+    (["--sigma", "inf"], "sigma must be a finite number"),
+    (["--features", "inception"], "Inception weights not found"),
 ])
 def test_a_bad_name_device_or_setting_fails_before_the_first_cell(extra, msg, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATENTBENCH_INCEPTION_WEIGHTS", str(tmp_path / "no-such-weights.pth"))
     line = _one_line_error([*RUN, "--out", "run", *extra], capsys)
     assert msg in line
     assert not (tmp_path / "run").exists()
@@ -42,6 +46,8 @@ def test_a_bad_name_device_or_setting_fails_before_the_first_cell(extra, msg, tm
     ('[remedy.beta_vae]\nbeta = "abc"\n', "[remedy.beta_vae] {'beta': 'abc'}"),
     ('[remedy.vae]\nbetta = 2.0\n', "has no parameter 'betta'"),
     ('[data]\nmax_train = "abc"\n', "max_train"),
+    ('[data]\nmax_trian = 500\n', "unknown [data] key 'max_trian'; did you mean 'max_train'?"),
+    ('[remedy.beta_vae]\nbeta = nan\n', "[remedy.beta_vae] beta must be a finite number, got nan"),
 ])
 def test_bad_spec_parameters_fail_before_the_first_cell(table, msg, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -134,3 +140,55 @@ def test_unknown_metric_suggests_the_closest():
 
     with pytest.raises(UserError, match="unknown metric 'fid_prio'; did you mean 'fid_prior'"):
         METRICS.get("fid_prio")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "nan", "inf", "-5"])
+def test_a_bad_lease_setting_is_one_line_and_writes_nothing(value, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATENTBENCH_LEASE_S", value)
+    assert "bad LATENTBENCH_LEASE_S" in _one_line_error([*RUN, "--out", "run"], capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_feature_cache_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").write_text("x")
+    monkeypatch.setenv("LATENTBENCH_CACHE", str(tmp_path / "cache"))
+    assert "LATENTBENCH_CACHE" in _one_line_error([*RUN, "--out", "run"], capsys)
+    assert "is not a folder" in _one_line_error(["tune", "--remedy", "vae", "--latent", "2", "--trials", "1",
+                                                 "--storage", "j.log"], capsys)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "j.log").exists()
+
+
+def test_a_flag_prefix_is_never_taken_for_a_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main([*RUN, "--out", "run", "--slu", "local"])  # argparse would have read --slurm local
+    assert exc.value.code == 2 and "unrecognized arguments: --slu" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_slurm_option_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.chdir(tmp_path)
+    assert "--shards" in _one_line_error([*RUN, "--out", "run", "--slurm", "local", "--shards", "0"], capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content", [b"hi\n", bytes(range(256)), b'{"op_code": 0, "worker_id": "x", "study_'])
+def test_a_corrupt_optuna_journal_is_one_line(content, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "j.log").write_bytes(content)
+    line = _one_line_error(["tune", "--remedy", "vae", "--latent", "2", "--trials", "1", "--epochs", "1",
+                            "--n-samples", "50", "--storage", "j.log", "--quiet"], capsys)
+    assert "Optuna journal" in line and (tmp_path / "j.log").read_bytes() == content
+    assert not list(tmp_path.glob("best-*.toml"))
+
+
+def test_a_unicode_run_or_study_name_writes_a_spec_that_reads_back(tmp_path):
+    from latentbench.spec import Grid, grid_to_toml, load_grid
+
+    path = tmp_path / "g.toml"
+    path.write_text(grid_to_toml(Grid(name="\U0001f600 é\tx", remedies=["vae"], latents=["2"], seeds=[0])),
+                    encoding="utf-8")
+    assert load_grid(path).name == "\U0001f600 é\tx"

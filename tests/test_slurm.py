@@ -63,3 +63,26 @@ def test_missing_submitit_is_one_line_naming_the_extra(tmp_path, monkeypatch, ca
     assert main([*RUN, "--out", str(tmp_path / "run"), "--slurm", "local"]) == 2
     assert 'pip install "latentbench[slurm]"' in capsys.readouterr().err
     assert not list((tmp_path / "run").rglob("*"))  # no grid file, no log folder
+
+
+def test_ctrl_c_with_slurm_local_wait_stops_the_tasks_without_a_traceback(tmp_path):
+    pytest.importorskip("submitit")
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "latentbench", "run", "--remedies", "vae", "--latents", "2,4",
+                             "--epochs", "400", "--n-samples", "100", "--iw-k", "2", "--quiet", "--out", str(out),
+                             "--slurm", "local", "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    for _ in range(6000):  # both tasks hold their cells
+        if len(glob.glob(str(out / "records" / "*.lock"))) == 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "the local tasks were stopped" in err, err

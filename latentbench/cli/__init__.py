@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.add_commands(sub)
     tune.add_commands(sub)
+    for p in (parser, *sub.choices.values()):  # no prefixes: `--slu local` must not mean --slurm
+        p.allow_abbrev = False
     return parser
 
 

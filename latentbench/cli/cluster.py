@@ -4,12 +4,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from latentbench.errors import UserError
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr (file descriptors 1 and 2) at ``path`` for the duration, so
+    that the processes started meanwhile (submitit's local controllers) write there, not to the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
 
 
 def submit(args: argparse.Namespace, grid, folder: Path, report: Callable[[Path], None]) -> int:
@@ -35,7 +59,11 @@ def submit(args: argparse.Namespace, grid, folder: Path, report: Callable[[Path]
     logs = folder / "slurm"
     executor = make_executor(logs, cluster, params)  # submitit and sbatch are there, before anything is written
     save_grid(grid, folder)
-    jobs = submit_array(executor, main, argv, shards)
+    if cluster == "local":  # the local controllers would print their Ctrl-C tracebacks on this terminal
+        with _output_to(logs / "local-controller.log"):
+            jobs = submit_array(executor, main, argv, shards)
+    else:
+        jobs = submit_array(executor, main, argv, shards)
     array = str(jobs[0].job_id).split("_")[0]
     print(f"submitted {n_cells} cells as {shards} {cluster} tasks (job {array}); logs in {logs}")
     if cluster == "slurm":

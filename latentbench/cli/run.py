@@ -83,11 +83,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # names, parameters, datasets, scoring, device and the output folder, before anything is written
     # (with --slurm the device is checked on the nodes that run the cells)
+    existed = folder.exists()
     device = preflight(grid, folder, "cpu" if args.slurm else args.device)
     if args.slurm:  # the device is checked on the nodes that run the cells
         from latentbench.cli.cluster import submit
 
-        return submit(args, grid, folder, report=report_run)
+        try:
+            return submit(args, grid, folder, report=report_run)
+        except UserError:
+            if not existed:  # a bad --slurm option: the folder made for it goes again if nothing is in it
+                remove_if_empty(folder)
+            raise
     tracker = None
     if args.track:  # a missing package is one line before anything is written
         from latentbench.runner.track import make_tracker
@@ -124,6 +130,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {rec['id']}: {rec['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` and its subfolders if no file is anywhere under it."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(files for _, _, files in os.walk(folder)):
+        return
+    for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            return
 
 
 def report_run(folder: Path) -> None:
@@ -270,8 +288,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from latentbench.device import pick_device
     from latentbench.report.diagnose import diagnose
+    from latentbench.report.leaderboard import check_output_folder
 
-    reports = diagnose(Path(args.target), pick_device(args.device), Path(args.out) if args.out else None)
+    target = Path(args.target)
+    if target.is_file() and target.suffix == ".json":  # a record passed by mistake, not a broken checkpoint
+        ckpt = target.with_suffix(".pt")
+        raise UserError(f"{target} is a record, not a checkpoint: diagnose "
+                        + (f"its checkpoint {ckpt}" if ckpt.is_file() else "its cell's .pt checkpoint")
+                        + f" or the run folder {target.parent.parent if target.parent.name == 'records' else target.parent}")
+    out = Path(args.out) if args.out else (target.with_suffix(".diagnose") if target.is_file() else target / "diagnose")
+    check_output_folder(out, "--out" if args.out else "the report folder")  # a file there, or read-only: one line
+    reports = diagnose(target, pick_device(args.device), Path(args.out) if args.out else None)
     for r in reports:
         print(r)
     return 0

@@ -83,6 +83,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 **{"epochs": 30, "n_samples": 1000, "iw_k": 20, **cell_overrides(args)})
     data = load_data(base.dataset, seed=base.seed, **base.data)
     build_model(base, data.image_shape)  # arch, likelihood and net parameters
+    from latentbench.runner.preflight import check_scoring
+
+    check_scoring([base])  # n_samples, Inception weights, the feature cache
     board = tune.board_cell(args.board)
     out = check_output_file(args.out or f"best-{study_name}.toml", example=f"best-{study_name}.toml")
     device = pick_device(args.device)

@@ -54,6 +54,34 @@ def _loader(name: str) -> tuple[Any, tuple[str, ...]]:
     return DATASETS.get(name), ()
 
 
+# where a dataset lives: every loader accepts them (a built-in one that needs no files ignores them)
+LOCATION_KEYS = ("data_root", "download")
+
+
+def _check_keys(name: str, loader: Any, params: dict[str, Any]) -> None:
+    """Refuse ``[data]`` keys the loader does not take (``max_trian`` would otherwise train on the full
+    set): a loader's named parameters, ``max_train`` and the location keys. A plugin loader that takes
+    ``**kwargs`` reads its own keys and is not checked."""
+    import difflib
+    import inspect
+
+    try:
+        sig = inspect.signature(loader)
+    except (TypeError, ValueError):
+        return
+    sig_params = list(sig.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in sig_params) and not getattr(loader, "__module__", "").startswith(
+            "latentbench."):
+        return
+    known = {p.name for p in sig_params if p.kind is not p.VAR_KEYWORD and p.name != "seed"}
+    known |= {"max_train", *LOCATION_KEYS}
+    for key in params:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"dataset {name!r}: unknown [data] key {key!r}{hint} known: {', '.join(sorted(known))}")
+
+
 def load_data(name: str, seed: int = 0, **params: Any) -> Data:
     """Load a dataset: a registered name (``digits``, ``fashion_mnist``, ...) or ``npz:PATH`` /
     ``folder:PATH``; ``params`` go to its loader (``data_root``, ``download``, ``test_fraction``, ...).
@@ -63,6 +91,7 @@ def load_data(name: str, seed: int = 0, **params: Any) -> Data:
     ``max_train`` keeps the first ``max_train`` training images.
     """
     loader, args = _loader(name)
+    _check_keys(name, loader, params)
     max_train = params.pop("max_train", None)
     if max_train is not None and (not isinstance(max_train, int) or isinstance(max_train, bool) or max_train < 1):
         raise UserError(f"dataset {name!r}: max_train must be a positive integer, got {max_train!r}")

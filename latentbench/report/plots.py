@@ -7,6 +7,7 @@ files the runner writes beside each record.
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -75,8 +76,17 @@ def _load_snapshots(records: list[dict]) -> dict[tuple[str, str], dict]:
             continue
         p = Path(r.get("_path", "")).with_suffix(".samples.npz")
         if p.is_file():
-            with np.load(p) as z:
-                out[(r.get("_row", r["cell"]["remedy"]), r["cell"]["latent"])] = {k: z[k] for k in z.files}
+            try:
+                with np.load(p) as z:
+                    snap = {k: z[k] for k in z.files}
+                if any(np.asarray(snap[f"{kind}_images"]).ndim != 4 for kind in ("prior", "post")):
+                    raise ValueError("its images are not (n, channels, height, width) arrays")
+            except Exception as exc:  # noqa: BLE001 - truncated, not an npz, or other arrays: a plot less, not a crash
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                print(f"latentbench: warning: skipped the samples in {p} (corrupt: {why}); rerun its cell to "
+                      "redraw them", file=sys.stderr)
+                continue
+            out[(r.get("_row", r["cell"]["remedy"]), r["cell"]["latent"])] = snap
     return out
 
 

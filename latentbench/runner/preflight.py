@@ -61,7 +61,19 @@ def check_names(cells: list[Cell]) -> None:
 
 
 def check_scoring(cells: list[Cell]) -> None:
+    """Sample counts, the Inception weights ``--features inception`` needs, and the feature cache folder
+    (``$LATENTBENCH_CACHE``), before any cell trains."""
+    import os
+
     need = min_n_samples()
+    if any(cell.features == "inception" for cell in cells):
+        from latentbench.score.fidelity import inception_weights
+
+        inception_weights()  # one line naming where to put them
+    cache = os.environ.get("LATENTBENCH_CACHE")
+    if cache and Path(cache).exists() and not Path(cache).is_dir():
+        raise UserError(f"LATENTBENCH_CACHE={cache} is not a folder (the feature classifiers are cached there); "
+                        "point it at a folder, or unset it to use ~/.cache/latentbench")
     for cell in cells:
         if cell.n_samples < need:
             raise UserError(f"n_samples {cell.n_samples} is too small to score: precision/recall need at least "
@@ -90,6 +102,11 @@ def load_datasets(cells: list[Cell]) -> dict[tuple, Any]:
         except Exception as exc:  # noqa: BLE001 - a bad [data] value deep in a loader
             raise UserError(f"dataset {cell.dataset!r} failed to load with [data] {cell.data}: {_first_line(exc)}; "
                             "check the [data] settings") from None
+        need, data = min_n_samples(), out[key]
+        if len(data.test) < need or len(data.train) < need:  # else every cell trains, then fails to score
+            raise UserError(f"dataset {cell.dataset!r} is too small: {len(data.train)} training and {len(data.test)} "
+                            f"held-out images, and scoring needs at least {need} of each (their {need - 1} nearest "
+                            "neighbours); give more images")
     return out
 
 
@@ -172,9 +189,12 @@ def preflight(grid: Grid, folder: Path | None, device: str | None) -> torch.devi
     """Validate ``grid`` as a whole before its first cell; returns the device. Raises a one-line
     :class:`UserError` for the first problem found; writes nothing unless everything else passed (and
     then only the output folder itself)."""
+    from latentbench.runner.locks import lease_seconds
+
     cells = grid.cells()
     if not cells:
         raise UserError("the grid is empty: give at least one remedy, latent size and seed")
+    lease_seconds()  # a bad LATENTBENCH_LEASE_S is one line before grids/ or records/ exist
     check_names(cells)
     check_scoring(cells)
     dev = check_device(device)

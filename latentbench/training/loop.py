@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from latentbench.errors import UserError
 from latentbench.model import VAE, build_model
 from latentbench.remedies import Remedy
 from latentbench.spec import Cell
-from latentbench.training.checkpoint import load_checkpoint, save_checkpoint
+from latentbench.training.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
 from latentbench.training.expost import fit_expost
 
 
@@ -199,13 +200,19 @@ def train_cell(
     :func:`fit`) is also called before the finished checkpoint is written."""
     data = data or load_data(cell.dataset, seed=cell.seed, **cell.data)
     torch.manual_seed(cell.seed)
-    state = None
+    state, payload = None, None
     if checkpoint is not None and Path(checkpoint).is_file():
-        model, remedy, payload = load_checkpoint(checkpoint, device, expect_cell=cell)
+        try:
+            model, remedy, payload = load_checkpoint(checkpoint, device, expect_cell=cell)
+        except CorruptCheckpointError as exc:  # truncated by a kill or a full disk: retrain, never fail for good
+            print(f"latentbench: warning: {str(exc).split('; delete it')[0]}; retraining the cell", file=sys.stderr)
+            Path(checkpoint).unlink(missing_ok=True)
+    if payload is not None:
         if payload.get("complete"):
             return model, data, payload["info"]
         state = payload
     else:
+        torch.manual_seed(cell.seed)  # as a fresh run, also after a discarded checkpoint was read
         model, remedy = build_model(cell, data.image_shape)
     result = fit(model, remedy, cell, data.train, device, quiet=quiet, compile=compile,
                  checkpoint=checkpoint, image_shape=data.image_shape, on_epoch=on_epoch, state=state,
