@@ -208,7 +208,7 @@ def test_numbers_do_not_change_with_the_memory_bound(tiny_cell, cpu):
     assert small.notes["n_prior"] == 1500 and small.notes["n_post"] == 1500
     a, b = small.samples()["images"], large.samples()["images"]
     swaps = {"swap_sub", "swap_rest", "swap_sub_rand", "swap_rest_rand"}
-    assert set(a) == set(b) == {"prior", "post", "post2", "mu_unit", "data"} | swaps
+    assert set(a) == set(b) == {"prior", "post", "post_a", "post2", "mu_unit", "data"} | swaps
     for key in a:
         assert a[key].shape[0] == (1500 if key != "data" else len(data.test))
         assert torch.allclose(a[key], b[key], atol=1e-5), key

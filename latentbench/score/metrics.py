@@ -45,10 +45,11 @@ def _fid_of(pair: str, key: str = "fid"):
     return metric
 
 
-register_metric("fid_floor", goal="describe", description="FID between two independent posterior-mixture draws of "
-                "n_samples each: the sampling noise floor of every FID in the record")(_fid_of("floor"))
-register_metric("kid_floor", goal="describe", description="KID between two independent posterior-mixture draws: "
-                "the noise floor of every KID in the record")(_fid_of("floor", "kid"))
+register_metric("fid_floor", goal="describe", description="FID between two posterior-mixture draws of n_samples "
+                "each from disjoint halves of the held-out images: the noise floor of every FID in the record")(
+    _fid_of("floor"))
+register_metric("kid_floor", goal="describe", description="KID between the same two draws: the noise floor of every "
+                "KID in the record")(_fid_of("floor", "kid"))
 register_metric("fid_mu_unit", goal="describe", description="FID vs held-out data of z ~ N(mu(x), I): the seed "
                 "question's third decoder input")(_fid_of("mu_unit"))
 for _name, _pair, _what in (

@@ -26,10 +26,11 @@ from latentbench.score.subspace import principal_subspace, random_subspace, swap
 SCORER_VERSION = 4
 
 # image sets compared (samples, reference): the three of the seed question (prior, post, data), the
-# noise floor (post against an independent posterior-mixture draw post2), the seed's N(mu(x), I) set, and
-# the swap interventions, each against post2 so that no set shares a sample with its reference.
+# noise floor (two posterior-mixture draws from disjoint halves of the held-out images, post_a and post2),
+# the seed's N(mu(x), I) set, and the swap interventions, each against post2 so that no set shares a
+# sample with its reference.
 _PAIRS = {"prior": ("prior", "data"), "post": ("post", "data"), "prior_post": ("prior", "post"),
-          "floor": ("post", "post2"), "mu_unit": ("mu_unit", "data"),
+          "floor": ("post_a", "post2"), "mu_unit": ("mu_unit", "data"),
           "swap_sub": ("swap_sub", "post2"), "swap_rest": ("swap_rest", "post2"),
           "swap_sub_rand": ("swap_sub_rand", "post2"), "swap_rest_rand": ("swap_rest_rand", "post2")}
 _FID_ONLY = ("mu_unit", "swap_sub", "swap_rest", "swap_sub_rand", "swap_rest_rand")
@@ -107,8 +108,9 @@ class ScoreContext:
         return self._stage("posteriors", "sample_s", compute)
 
     def samples(self) -> dict[str, Any]:
-        """The image sets, each of the cell's ``n_samples``: prior, post (the posterior mixture), post2
-        (an independent posterior-mixture draw: the noise floor's and the swaps' reference), mu_unit
+        """The image sets, each of the cell's ``n_samples``: prior, post (the posterior mixture), post_a and
+        post2 (posterior-mixture draws from disjoint halves of the held-out images: the noise floor
+        compares them, and post2 is the swaps' reference), mu_unit
         (z ~ N(mu(x), I), the seed question's third set), data, and the swap sets, plus the prior's
         latents for the geometry."""
         post = self.posteriors()
@@ -121,18 +123,25 @@ class ScoreContext:
             swaps = 0 < sub["k"] < d
             rand = random_subspace(d, sub["k"], self.stream("swap/random_basis")) if swaps else None
             rows = decode_rows(model, test[0].numel(), self.mem_bytes)
-            names = ["prior", "post", "post2", "mu_unit"] + (
+            posts = ("post", "post_a", "post2", "mu_unit")
+            names = ["prior", *posts] + (
                 ["swap_sub", "swap_rest", "swap_sub_rand", "swap_rest_rand"] if swaps else [])
             images: dict[str, list[torch.Tensor]] = {k: [] for k in names}
             keep_prior, kept = [], 0
-            gens = {k: self.stream(f"samples/{k}") for k in ("prior", "post", "post2", "mu_unit")}
-            idx = {k: torch.randint(len(test), (n,), generator=gens[k]) for k in ("post", "post2", "mu_unit")}
+            gens = {k: self.stream(f"samples/{k}") for k in ("prior", *posts)}
+            # post and mu_unit: x uniform over the held-out images; the floor's two draws: x from the
+            # mixture half (post_a) and from the reference half (post2), so they share no image
+            source = {"post": None, "mu_unit": None, "post_a": post["split"][0], "post2": post["split"][1]}
+            idx = {}
+            for k, pool in source.items():
+                pick = torch.randint(len(test) if pool is None else len(pool), (n,), generator=gens[k])
+                idx[k] = pick if pool is None else pool.cpu()[pick]
             step = draw_block(d)
             for i in range(0, n, step):
                 b = min(step, n - i)
                 z_p = model.generative_prior.sample(b, gens["prior"]).float()
                 sets = {"prior": z_p}
-                for k in ("post", "post2", "mu_unit"):
+                for k in posts:
                     mu, logvar = model.posterior_params(test[idx[k][i : i + b]], min(b, 1000))
                     eps = torch.randn((b, *mu.shape[1:]), generator=gens[k]).to(mu.device)
                     sets[k] = mu + (eps if k == "mu_unit" else torch.exp(0.5 * logvar) * eps)
