@@ -47,7 +47,10 @@ def _direction(args: argparse.Namespace) -> str:
     if args.direction:
         return args.direction
     if info.higher_is_better is None:
-        raise UserError(f"metric {args.metric!r} has no direction; pass --direction minimize or maximize")
+        why = {"target": f"is best at {info.target:g}, not at an end", "describe": "is descriptive"}.get(
+            info.goal, f"is a {info.bound} bound")
+        raise UserError(f"metric {args.metric!r} {why}; tune on a ranked metric (e.g. fid_prior_post) "
+                        "or pass --direction minimize or maximize")
     return "maximize" if info.higher_is_better else "minimize"
 
 
