@@ -52,8 +52,8 @@ DEFAULT_METRIC = "fid_prior"
 COLLAPSED = "∅"
 NOT_BOUND = "≈"
 BOUND_MARK = {"lower": "≥ ", "upper": "≤ "}
-_FLOOR_SOURCES = {"fid": "fid_floor, FID between two independent posterior-mixture draws",
-                  "kid": "kid_floor, KID between two independent posterior-mixture draws"}
+_FLOOR_SOURCES = {"fid": "fid_floor, FID between posterior-mixture draws from disjoint halves of the held-out images",
+                  "kid": "kid_floor, KID between the same two draws"}
 
 
 def record_floors(metrics: dict[str, Any], notes: dict[str, Any]) -> dict[str, float]:

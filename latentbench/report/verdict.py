@@ -13,6 +13,12 @@ The pictures, tested in this order (the first that holds is the verdict):
 2. ``matched`` (pictures): ``fid_prior_post`` <= ``FID_MATCH`` x ``fid_floor``: decoded prior samples
    are as far from posterior-mixture samples as two posterior-mixture draws are from each other. A
    latent figure that still differs is named in the sentence (the decoder does not show it).
+2b. ``low_rank`` (pictures): the swap interventions place the image gap in the few informative
+   directions: prior samples given the posterior mixture's component there decode like posterior
+   samples (``fid_swap_sub`` within ``FID_MATCH`` x the floor, or a tenth of the gap) while the same swap
+   in a random subspace of equal size does not (``fid_swap_sub_rand`` at least half the gap). Full-space
+   figures that also differ (a 2% shell difference over 4096 directions moves ``hole_fraction`` to ~1)
+   are named in the sentence: the decoder does not show them.
 3. ``shells``: the norm shells ||z|| / sqrt(D) of prior and aggregate-posterior samples are apart by
    more than ``SHELL_SEP`` times their width (and ``SHELL_MIN``): the two live on different spheres.
    A radius difference that the few mismatched directions of the spectrum account for (at least
@@ -30,7 +36,8 @@ The pictures, tested in this order (the first that holds is the verdict):
 7. ``matched`` (latent figures): no figure is beyond its floor by a size that matters.
 
 Never used: ``mutual_info``, ``marginal_kl`` and ``sub_marginal_kl`` (bounds), ``kl`` and ``nll_iw``
-(they measure the model, not the gap) and the swap FIDs (interventions). A record of scorer v3 or
+(they measure the model, not the gap). The swap FIDs are used only as rule 2b's intervention, beside
+their random-subspace control. A record of scorer v3 or
 older has no calibrated figures: its verdict is ``uncalibrated`` unless it is collapsed.
 """
 
@@ -108,6 +115,16 @@ def _mismatched_directions(m: dict[str, Any], notes: dict[str, Any]) -> tuple[in
     return int(count), extra
 
 
+def _subspace_carries_gap(m: dict[str, Any], fid: float, fid_floor: float) -> bool:
+    """The swap interventions say the image gap lives in the informative subspace: fixing the prior's
+    component there closes it (``fid_swap_sub`` within ``FID_MATCH`` x the floor, or a tenth of the gap)
+    while the same swap in a random subspace of equal size leaves at least half of it."""
+    sub, rand = _num(m.get("fid_swap_sub")), _num(m.get("fid_swap_sub_rand"))
+    if sub is None or rand is None or fid <= FID_MATCH * fid_floor:
+        return False
+    return sub <= max(FID_MATCH * fid_floor, 0.1 * fid) and rand >= 0.5 * fid
+
+
 def _directions_text(n: int | None, k: Any, d: int) -> str:
     return (f"{n} of the D = {d} directions" if n is not None else
             f"the {_f(k, '.0f')} informative directions (of D = {d})")
@@ -146,6 +163,16 @@ def verdict(m: dict[str, Any], d: int, notes: dict[str, Any] | None = None) -> t
                 + "), but the decoder does not show it.") if latent_gap else ""
         return "matched", f"Matched pictures: {fid_text}; decoded prior samples look like posterior samples.{rest}"
     tail = f" In image space: {fid_text}." if fid_text else ""
+    if fid is not None and fid_floor is not None and few and _subspace_carries_gap(m, fid, fid_floor):
+        also = [x for x, on in (("norm shells", shells), ("hole_fraction", holes)) if on]
+        diffuse = (f" The full space also reads a difference ({', '.join(also)}: hole_fraction "
+                   f"{_f(m.get('hole_fraction'))}, norm shells {_f(m.get('norm_prior'))} / {_f(m.get('norm_post'))}), "
+                   "spread thinly over the other directions; the decoder does not show it.") if also else ""
+        return "low_rank", (f"A low-rank mismatch: the image gap lives in the {_f(k, '.0f')} informative directions "
+                            f"(of D = {d}). Prior samples given the posterior's component there decode like posterior "
+                            f"samples (fid_swap_sub {_f(m['fid_swap_sub'], '.2f')}), the same swap in a random subspace "
+                            f"of that size does not (fid_swap_sub_rand {_f(m['fid_swap_sub_rand'], '.2f')})."
+                            f"{diffuse}{spectrum}{tail}")
     if shells:
         return "shells", shell_text + _offset_share(m, notes, d) + tail
     if holes:
