@@ -33,7 +33,10 @@ def test_matched_prior_reads_no_gap_at_every_size(d, n, m):
     met, notes = _score(pop, m)
     fl = notes["floors"]
     assert abs(met["hole_fraction"] - 0.01) <= fl["hole_fraction"] - 0.01, met["hole_fraction"]
-    assert 1.0 <= met["spec_wide"] <= fl["spec_wide"] and 1.0 <= met["spec_narrow"] <= fl["spec_narrow"]
+    # each is a maximum over the probed directions of a ratio that is 1 in truth: at most its floor (with
+    # few directions all ratios may fall on one side of 1, so neither is bounded below by 1)
+    assert met["spec_wide"] <= fl["spec_wide"] and met["spec_narrow"] <= fl["spec_narrow"]
+    assert max(met["spec_wide"], met["spec_narrow"]) >= 1 / fl["spec_wide"]
     assert met["mean_offset"] <= fl["mean_offset"]
     assert abs(met["mmd_latent"]) < 0.01
     assert abs(met["norm_prior"] - met["norm_post"]) < 0.03
