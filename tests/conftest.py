@@ -35,3 +35,15 @@ def _feature_cache(tmp_path_factory):
     """Domain-feature classifiers are cached per test session, never in the user's cache."""
     os.environ["LATENTBENCH_CACHE"] = str(tmp_path_factory.mktemp("lb-cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One finished one-cell run per test module: (folder, record path, checkpoint path)."""
+    from latentbench.cli import main
+    from tests.tiny import TINY
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main([*TINY, "--out", str(out)]) == 0
+    rec = next((out / "records").glob("*.json"))
+    return out, rec, rec.with_suffix(".pt")

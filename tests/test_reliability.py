@@ -17,9 +17,9 @@ import torch
 
 from latentbench.cli import main
 from latentbench.errors import UserError
+from tests.tiny import TINY
 
 RUN = ["run", "--remedies", "vae", "--latents", "2,3,4,5,6", "--epochs", "3", "--n-samples", "150", "--quiet"]
-TINY = ["run", "--remedies", "vae", "--latents", "2", "--epochs", "2", "--n-samples", "150", "--iw-k", "4", "--quiet"]
 
 
 def _start(out: Path) -> subprocess.Popen:
@@ -42,15 +42,6 @@ def _wait_for_records(out: Path, n: int, proc: subprocess.Popen, polls: int = 60
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"no {n} records after {polls} polls")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One finished one-cell run: (folder, record path, checkpoint path)."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert main([*TINY, "--out", str(out)]) == 0
-    rec = next((out / "records").glob("*.json"))
-    return out, rec, rec.with_suffix(".pt")
 
 
 def _rerun_counts(out: Path, capsys) -> tuple[int, int]:

@@ -17,17 +17,7 @@ import torch
 
 from latentbench.cli import main
 from latentbench.runner.locks import CellLock
-
-TINY = ["run", "--remedies", "vae", "--latents", "2", "--epochs", "2", "--n-samples", "150", "--iw-k", "4", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One finished one-cell run: (folder, record path, checkpoint path)."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert main([*TINY, "--out", str(out)]) == 0
-    rec = next((out / "records").glob("*.json"))
-    return out, rec, rec.with_suffix(".pt")
+from tests.tiny import TINY
 
 
 @pytest.fixture
