@@ -80,11 +80,18 @@ def draw_posterior(mu: torch.Tensor, logvar: torch.Tensor, m: int,
     return (mu[idx_d] + torch.exp(0.5 * logvar[idx_d]) * eps).flatten(1), idx_d
 
 
-def _log_cond(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _log_cond(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor,
+              mem_bytes: int = MEM_BYTES) -> torch.Tensor:
+    """log q(z_m | x_{index_m}) in float64, in chunks of rows (no (M, D) float64 copy at D = 65536)."""
     from latentbench.priors.base import LOG_2PI
 
-    m, lv = mu[index].flatten(1).double(), logvar[index].flatten(1).double()
-    return -0.5 * ((z.double() - m).pow(2) * torch.exp(-lv) + lv + LOG_2PI).sum(1)
+    rows = max(1, mem_bytes // (8 * 8 * 4 * z.shape[1]))
+    out = []
+    for i in range(0, len(z), rows):
+        idx = index[i : i + rows]
+        m, lv = mu[idx].flatten(1).double(), logvar[idx].flatten(1).double()
+        out.append(-0.5 * ((z[i : i + rows].double() - m).pow(2) * torch.exp(-lv) + lv + LOG_2PI).sum(1))
+    return torch.cat(out)
 
 
 def _eig_directions(x: torch.Tensor, s: torch.Tensor, r: int) -> torch.Tensor:
@@ -209,17 +216,19 @@ def score_latents(prior, mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.
     # bounds: I_N (lower, <= log N_A) and marginal_kl = kl - I_N (upper, in expectation)
     z_a, idx_a = draw_posterior(mu_a, lv_a, min(m, MI_SAMPLES), stream(seed, "latents/mixture"))
     logq_a = aggregate_log_q(z_a, mu_a, lv_a, mem_bytes)
-    mi = (_log_cond(z_a, mu_a, lv_a, idx_a) - logq_a).mean().item()
+    log_cond = _log_cond(z_a, mu_a, lv_a, idx_a, mem_bytes)
+    mi = (log_cond - logq_a).mean().item()
     metrics["mutual_info"] = mi
     metrics["kl"] = metrics["marginal_kl"] = None
     if prior_has_density(prior):
-        torch.manual_seed(stream(seed, "latents/prior_log_prob").initial_seed())  # Monte Carlo log p (two_stage)
-        log_p = prior_log_prob(prior, z_a.reshape(len(z_a), *prior.latent.shape))
+        with torch.random.fork_rng(devices=[]):  # Monte Carlo log p (two_stage): seeded, the caller's RNG untouched
+            torch.manual_seed(stream(seed, "latents/prior_log_prob").initial_seed())
+            log_p = prior_log_prob(prior, z_a.reshape(len(z_a), *prior.latent.shape))
         metrics["marginal_kl"] = (logq_a - log_p).mean().item()
         if analytic_kl is not None:
             metrics["kl"] = analytic_kl.double().mean().item()
         else:
-            metrics["kl"] = (_log_cond(z_a, mu_a, lv_a, idx_a) - log_p).mean().item()
+            metrics["kl"] = (log_cond - log_p).mean().item()
     k = min(mmd_n, m, len(z_b))
     metrics["mmd_latent"] = mmd2_unbiased(z_prior[:k], z_b[:k], mem_bytes=mem_bytes)
     metrics["active_units"] = active_units(mu)

@@ -241,9 +241,10 @@ class ScoreContext:
         """The IWAE bound (``nll_iw``, ``elbo_iw``; None for a prior without a density) and ``rec``."""
         def compute():
             if prior_has_density(self.model.generative_prior):
-                torch.manual_seed(stream_seed(self.cell.seed, "likelihood/prior_log_prob"))
-                iw = iwae_bound(self.model, self.data.test, k=self.cell.iw_k, generator=self.stream("likelihood/iwae"),
-                                mem_bytes=self.mem_bytes)
+                with torch.random.fork_rng(devices=[]):  # a Monte Carlo log p is seeded; the caller's RNG untouched
+                    torch.manual_seed(stream_seed(self.cell.seed, "likelihood/prior_log_prob"))
+                    iw = iwae_bound(self.model, self.data.test, k=self.cell.iw_k,
+                                    generator=self.stream("likelihood/iwae"), mem_bytes=self.mem_bytes)
             else:
                 iw = {"nll_iw": None, "elbo_iw": None}
             rec = reconstruction(self.model, self.data.test, self.stream("likelihood/rec"), mem_bytes=self.mem_bytes)
