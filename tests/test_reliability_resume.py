@@ -13,6 +13,7 @@ import pytest
 
 from latentbench.cli import main
 from latentbench.runner.locks import CellLock
+from tests.tiny import wait_for
 
 RUN = ["run", "--remedies", "vae", "--latents", "2", "--n-samples", "150", "--iw-k", "4", "--quiet"]
 
@@ -23,16 +24,7 @@ def _start(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
-def _wait_for(cond, proc: subprocess.Popen, what: str, polls: int = 6000):
-    """Poll until ``cond()`` is truthy (a hang guard, not a speed check)."""
-    for _ in range(polls):
-        if got := cond():
-            return got
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before {what}: {proc.communicate()}")
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail(f"no {what} after {polls} polls")
+_wait_for = wait_for
 
 
 def test_a_resumed_cell_records_the_training_time_of_every_epoch(tiny_cell, cpu, tmp_path, monkeypatch):

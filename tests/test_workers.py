@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from latentbench.cli import main
+from tests.tiny import wait_for
 
 RUN = ["run", "--remedies", "vae", "--latents", "2,3,4", "--epochs", "2", "--n-samples", "150", "--iw-k", "4",
        "--quiet"]
@@ -24,16 +25,7 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
 
 
 def _wait_for(cond, proc: subprocess.Popen, what: str, polls: int = 6000):
-    """Poll until ``cond()`` is truthy (a hang guard, not a speed check)."""
-    for _ in range(polls):
-        got = cond()
-        if got:
-            return got
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before {what}: {proc.communicate()}")
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"no {what} after {polls} polls")
+    return wait_for(cond, proc, what, polls, pause=0.05)
 
 
 def _lock_pid(out: Path) -> int | None:
