@@ -25,6 +25,16 @@ _REMEDIES = {
                   "Plain VAE + noise-contrastive reweighting of N(0, I), SIR sampling (Aneja et al. 2021)"),
     "expost_diffusion": ("latentbench.remedies.expost_diffusion:ExpostDiffusionRemedy",
                          "Plain VAE + DDPM fitted on the codes after training (Ho et al. 2020; Vahdat et al. 2021)"),
+    "wae_mmd": ("latentbench.remedies.wae_mmd:WAEMMDRemedy",
+                "Wasserstein autoencoder, MMD penalty with an IMQ kernel (Tolstikhin et al. 2018)"),
+    "info_vae": ("latentbench.remedies.info_vae:InfoVAERemedy",
+                 "InfoVAE: (1 - alpha) KL + (alpha + lambda - 1) MMD(q(z), N(0, I)) (Zhao et al. 2019)"),
+    "aae": ("latentbench.remedies.aae:AAERemedy",
+            "Adversarial autoencoder: latent discriminator q(z) vs N(0, I) (Makhzani et al. 2016)"),
+    "rae": ("latentbench.remedies.rae:RAERemedy",
+            "Regularized autoencoder (L2) + ex-post 10-component GMM (Ghosh et al. 2020)"),
+    "lars_prior": ("latentbench.remedies.lars_prior:LARSPriorRemedy",
+                   "Learned accept/reject sampling prior, N(0, I) x a(z) / Z, truncated at T (Bauer & Mnih 2019)"),
 }
 
 _DATASETS = {

@@ -39,6 +39,8 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.latent = latent
         self.expost: Prior | None = None
+        # A deterministic encoder (set by build_model from the remedy) trains and encodes with z = mu(x).
+        self.deterministic = False
         prior.attach(self)
 
     @property
@@ -84,9 +86,15 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(z).float())
 
     def terms(self, x: torch.Tensor, prior: Prior | None = None) -> dict[str, torch.Tensor]:
-        """Per-sample ``rec`` = -log p(x|z) (one z ~ q) and ``kl``, both (B,), in nats."""
+        """Per-sample ``rec`` = -log p(x|z) (one z ~ q) and ``kl``, both (B,), in nats.
+
+        A deterministic encoder decodes z = mu(x); its q(z|x) is a point mass, whose KL to a density
+        is not finite, so ``kl`` is 0 there and the ELBO of the history is -rec."""
         prior = prior or self.prior
         mu, logvar = self.encode(x)
+        if self.deterministic:
+            rec = -self.likelihood.log_prob(x, self.decoder(mu).float())
+            return {"rec": rec, "kl": torch.zeros_like(rec)}
         z = self.reparameterize(mu, logvar)
         rec = -self.likelihood.log_prob(x, self.decoder(z).float())
         kl = prior.analytic_kl(mu.float(), logvar.float())
@@ -110,4 +118,7 @@ def build_model(cell: Cell, image_shape: tuple[int, int, int]) -> tuple[VAE, Rem
     remedy = create_remedy(cell.remedy, **cell.remedy_params)
     encoder, decoder = build_nets(cell.arch, image_shape, latent, **cell.net)
     prior = remedy.build_prior(latent, image_shape)
-    return VAE(encoder, decoder, prior, make_likelihood(cell.likelihood, cell.sigma), latent), remedy
+    model = VAE(encoder, decoder, prior, make_likelihood(cell.likelihood, cell.sigma), latent)
+    model.deterministic = bool(remedy.deterministic)
+    remedy.setup(model)
+    return model, remedy

@@ -128,7 +128,7 @@ def check_models(cells: list[Cell], datasets: dict[tuple, Any]) -> None:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 model, remedy = build_model(cell, data.image_shape)
                 remedy.build_expost(cell.latent_shape)
-                loss = model.loss(data.train[:2].float(), remedy.beta)
+                loss = remedy.loss(model, data.train[:2].float(), remedy.beta)
             if not torch.is_tensor(loss) or loss.numel() != 1:
                 raise ValueError(f"the loss is not a scalar (shape {tuple(getattr(loss, 'shape', ()))})")
         except UserError:

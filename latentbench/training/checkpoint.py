@@ -1,7 +1,9 @@
 """Checkpoints: model + prior (+ fitted ex-post prior) + optimizer + the cell spec, written atomically.
 
 A checkpoint is enough to rebuild and re-score a cell without retraining: the spec rebuilds the nets
-from the registry, and the saved ex-post prior (e.g. a fitted GMM) is restored with its weights.
+from the registry, and the saved ex-post prior (e.g. a fitted GMM) is restored with its weights. A
+remedy's own networks (``Remedy.aux_modules``, e.g. the AAE's discriminator) and their optimizer are
+saved beside the model, so that a resumed run continues as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class CorruptCheckpointError(UserError):
 
 def save_checkpoint(path: str | Path, model, cell, image_shape, *, optimizer=None, epoch: int = 0,
                     history: list | None = None, complete: bool = False, info: dict | None = None,
-                    extra: dict | None = None) -> None:
+                    extra: dict | None = None, remedy=None, aux_optimizer=None) -> None:
     from latentbench import __version__
 
     payload: dict[str, Any] = {
@@ -43,6 +45,10 @@ def save_checkpoint(path: str | Path, model, cell, image_shape, *, optimizer=Non
         "info": info or {},
         **(extra or {}),
     }
+    aux = remedy.aux_modules() if remedy is not None else None
+    if aux is not None:
+        payload["aux"] = aux.state_dict()
+        payload["aux_optimizer"] = aux_optimizer.state_dict() if aux_optimizer is not None else None
     atomic_torch_save(payload, path)
 
 
@@ -82,6 +88,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", expect
         if payload.get("has_expost"):
             model.set_expost(remedy.build_expost(model.latent))
         model.load_state_dict(payload["model"])
+        aux = remedy.aux_modules()
+        if aux is not None and payload.get("aux") is not None:
+            aux.load_state_dict(payload["aux"])
+            aux.to(device)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - shapes or keys that do not fit the cell's model

@@ -88,6 +88,7 @@ class TrainResult:
     optimizer: Any = None
 
 
+    aux_optimizer: Any = None
 def fit(
     model: VAE,
     remedy: Remedy,
@@ -119,12 +120,16 @@ def fit(
     opt = make_optimizer(model, cell.lr)
     result = TrainResult()
     start_epoch, train_s_before = 0, 0.0
+    aux = remedy.aux_modules()  # a remedy's own networks (the AAE's discriminator), with their own Adam
+    aux_opt = make_optimizer(aux.to(device).train(), cell.lr) if aux is not None else None
     # early stopping watches -ELBO on the validation images (lower is better)
     stopper = EarlyStopping(cell.early_stop, model)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         result.history = list(state.get("history", []))
         start_epoch = int(state["epoch"])
+        if aux_opt is not None and state.get("aux_optimizer") is not None:
+            aux_opt.load_state_dict(state["aux_optimizer"])
         train_s_before = float(state.get("train_s") or 0.0)  # saved by the checkpoint, since a resume
         best = state.get("best_elbo")
         stopper = EarlyStopping(cell.early_stop, model, best=None if best is None else -best,
@@ -132,7 +137,10 @@ def fit(
     # ``compile`` True compiles with torch's default mode; a string names the mode ("reduce-overhead"
     # captures CUDA graphs, which suits small launch-bound nets).
     mode = compile if isinstance(compile, str) and compile != "default" else None
-    loss_fn = torch.compile(model.loss, mode=mode) if compile else model.loss
+    def batch_loss(xb: torch.Tensor, beta: float) -> torch.Tensor:
+        return remedy.loss(model, xb, beta)  # the negative beta-ELBO unless the remedy says otherwise
+
+    loss_fn = torch.compile(batch_loss, mode=mode) if compile else batch_loss
     n, bs = len(fit_x), min(cell.batch_size, len(fit_x))
     steps = max(1, n // bs)  # drop the ragged last batch: constant shapes suit compile and speed
     t0 = time.perf_counter()
@@ -152,6 +160,9 @@ def fit(
             opt.step()
             total += loss.detach()
         train_loss = total.item() / steps  # the one host sync of the epoch
+            if aux_opt is not None:
+                with precision(device, cell.precision):
+                    remedy.aux_step(model, xb, aux_opt)
         if not torch.isfinite(torch.tensor(train_loss)):
             raise TrainingDiverged(
                 f"training diverged: non-finite loss at epoch {epoch + 1} of {cell.remedy} z={cell.latent}; "
@@ -170,7 +181,7 @@ def fit(
         if (checkpoint is not None and image_shape is not None and checkpoint_every
                 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < cell.epochs):
             save_checkpoint(checkpoint, model, cell, image_shape, optimizer=opt, epoch=epoch + 1,
-                            history=result.history, extra={"best_elbo": None if math.isinf(stopper.best) else -stopper.best,
+                            history=result.history, remedy=remedy, aux_optimizer=aux_opt, extra={"best_elbo": None if math.isinf(stopper.best) else -stopper.best,
                                    "bad_epochs": stopper.bad,
                                    "train_s": train_s_before + time.perf_counter() - t0})
         if on_epoch is not None:
@@ -179,7 +190,7 @@ def fit(
     if result.stopped_early:
         stopper.restore()
     result.train_s = train_s_before + time.perf_counter() - t0
-    result.optimizer = opt
+    result.optimizer, result.aux_optimizer = opt, aux_opt
     return result
 
 
@@ -229,5 +240,6 @@ def train_cell(
         guard()
     if checkpoint is not None:
         save_checkpoint(checkpoint, model, cell, data.image_shape, optimizer=result.optimizer,
-                        epoch=result.epochs_run, history=result.history, complete=True, info=info)
+                        epoch=result.epochs_run, history=result.history, complete=True, info=info,
+                        remedy=remedy, aux_optimizer=result.aux_optimizer)
     return model, data, info
