@@ -1,5 +1,9 @@
 """latentbench: how far do a VAE's prior samples fall from its aggregate posterior, across latent sizes?"""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from latentbench.catalog import register_builtins as _register_builtins
 
 __version__ = "0.1.0"
@@ -9,5 +13,48 @@ _register_builtins()
 from latentbench.registry import DATASETS, METRICS, NETS, REMEDIES, Metric, register_metric  # noqa: E402
 from latentbench.remedies import Remedy, create_remedy, list_remedies  # noqa: E402
 
+if TYPE_CHECKING:  # what type checkers see of the lazy names below
+    from latentbench.api import (
+        TUNE_DEFAULTS,
+        ScoreResult,
+        TrainResult,
+        make_cell,
+        report_run,
+        score_checkpoint,
+        train,
+        tune_cell,
+    )
+
+# The Python API, imported on first use so that ``import latentbench`` stays cheap: name -> module.
+_LAZY = {
+    "train": "latentbench.api",
+    "score_checkpoint": "latentbench.api",
+    "report_run": "latentbench.api",
+    "make_cell": "latentbench.api",
+    "tune_cell": "latentbench.api",
+    "TUNE_DEFAULTS": "latentbench.api",
+    "TrainResult": "latentbench.api",
+    "ScoreResult": "latentbench.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latentbench' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = ["DATASETS", "METRICS", "NETS", "REMEDIES", "Metric", "Remedy", "create_remedy", "list_remedies",
-           "register_metric", "__version__"]
+           "register_metric", "__version__",
+           # the Python API (lazy)
+           "TUNE_DEFAULTS", "ScoreResult", "TrainResult", "make_cell", "report_run", "score_checkpoint", "train",
+           "tune_cell"]

@@ -7,7 +7,7 @@ PKG = Path(__file__).parents[1] / "latentbench"
 
 # The rooms in data-flow order; a module may import from its own room and from rooms before it.
 ROOMS = ["ground", "data", "nets", "priors", "remedies", "model", "training", "score", "runner", "report",
-         "tune", "cli"]
+         "tune", "api", "cli"]
 GROUND = {"errors", "latent", "registry", "spec", "atomic", "device", "early_stop", "catalog", "__init__",
           "__main__"}
 

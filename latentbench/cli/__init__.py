@@ -11,7 +11,6 @@ import shlex
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from latentbench.cli.common import add_cell_args, add_common, cell_overrides
 from latentbench.errors import UserError
@@ -48,28 +47,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from latentbench.device import pick_device
-    from latentbench.score.geometry import prior_has_density
-    from latentbench.spec import Cell
-    from latentbench.training.loop import evaluate, train_cell
+    from latentbench.api import train
 
-    params = {"beta": args.beta} if args.beta is not None else {}
-    cell = Cell(remedy=args.remedy, latent=args.latent, seed=args.seed, remedy_params=params,
+    res = train(args.remedy, args.latent, args.seed, beta=args.beta, out=args.out or "runs/train",
+                force=args.force, device=args.device, quiet=args.quiet, compile=args.compile,
                 **cell_overrides(args))
-    device = pick_device(args.device)
-    out = Path(args.out or "runs/train")
-    ckpt = out / f"{cell.id}.pt"
-    if args.force and ckpt.exists():
-        ckpt.unlink()
-    model, data, info = train_cell(cell, device, checkpoint=ckpt, quiet=args.quiet, compile=args.compile)
-    prior, under = model.generative_prior, ""
-    if not prior_has_density(prior):  # e.g. a diffusion prior: kl and elbo under the training prior
-        prior = model.prior
-        under = (f" under the training prior {type(prior).__name__} "
-                 f"({type(model.generative_prior).__name__} has no log-density)")
-    ev = evaluate(model, data.test, prior=prior)
-    print(f"checkpoint: {ckpt}")
-    print(f"held-out ({len(data.test)} images): rec {ev['rec']:.3f}  kl {ev['kl']:.3f}  elbo {ev['elbo']:.3f} "
+    ev, info = res.evaluation, res.info
+    under = f" {res.eval_note}" if res.eval_note else ""
+    print(f"checkpoint: {res.checkpoint}")
+    print(f"held-out ({len(res.data.test)} images): rec {ev['rec']:.3f}  kl {ev['kl']:.3f}  elbo {ev['elbo']:.3f} "
           f"nats{under}  ({info['epochs_run']} epochs, {info['train_s']:.1f}s)")
     return 0
 

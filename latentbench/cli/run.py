@@ -147,72 +147,30 @@ def remove_if_empty(folder: Path) -> None:
 def report_run(folder: Path) -> None:
     """Write ``folder/leaderboard.md`` (every table) and ``folder/plots`` from the records so far, and
     print the short board (the gap and the reconstruction side)."""
+    from latentbench.api import report_run as write_report
+
     try:
-        from latentbench.report.leaderboard import render
-        from latentbench.report.plots import make_plots
-        from latentbench.report.tables import records_frame
-        from latentbench.runner.records import read_records
-
-        records = read_records([folder], skip_bad=True)
-        df = records_frame(records)
-        if not df.empty:
-            from latentbench.atomic import atomic_write_text
-
-            atomic_write_text(folder / "leaderboard.md", render(df, fmt="markdown"))
-            make_plots(records, df, folder / "plots")
-            print(render(df, fmt="markdown", brief=True))
-            print(f"every table (latent geometry, likelihood, bounds): {folder / 'leaderboard.md'}; "
-                  f"plots: {folder / 'plots'}")
+        brief = write_report(folder)
     except UserError as exc:
         print(f"latentbench: no leaderboard yet: {exc}", file=sys.stderr)
+        return
+    if brief is not None:
+        print(brief)
+        print(f"every table (latent geometry, likelihood, bounds): {folder / 'leaderboard.md'}; "
+              f"plots: {folder / 'plots'}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Re-score a checkpoint into a record of its own: never over the run's record (``run`` counts only
-    its own records as cells), and an unfinished checkpoint only with ``--allow-incomplete``."""
-    import time
-    from dataclasses import replace
-
+    """Re-score a checkpoint into a record of its own (:func:`latentbench.api.score_checkpoint`)."""
     import pandas as pd
 
-    from latentbench.atomic import writes_through
-    from latentbench.data import load_data
-    from latentbench.runner.preflight import check_device, check_output_folder, check_scoring
-    from latentbench.runner.records import (
-        make_record,
-        provenance,
-        refuse_overwrite,
-        rescore_path,
-        write_record,
-    )
-    from latentbench.score.scorer import score_model
-    from latentbench.spec import Cell
-    from latentbench.training.checkpoint import load_checkpoint
+    from latentbench.api import score_checkpoint
 
-    device = check_device(args.device)
-    ckpt = Path(args.checkpoint)
-    model, _, payload = load_checkpoint(ckpt, device)
-    cell = Cell.from_dict(payload["cell"])
-    complete = bool(payload.get("complete"))
-    if not complete and not args.allow_incomplete:
-        raise UserError(f"{ckpt}: training stopped at epoch {payload.get('epoch')} of {cell.epochs}; resume it "
-                        "with the same `latentbench run`, or pass --allow-incomplete to score it as it is")
-    changes = {k: v for k, v in (("n_samples", args.n), ("features", args.features), ("iw_k", args.iw_k)) if v is not None}
-    cell = replace(cell, **changes)
-    check_scoring([cell])
-    out = Path(args.out) if args.out else rescore_path(ckpt, cell, complete, payload.get("epoch"))
-    refuse_overwrite(out)
-    if not writes_through(out):  # a device or FIFO is written through; a file goes into a writable folder
-        check_output_folder(Path(os.path.realpath(out)).parent, "--out")
-    data = load_data(cell.dataset, seed=cell.seed, **cell.data)
-    t0 = time.time()
-    metrics, notes, timing = score_model(model, data, cell, device, quiet=args.quiet)
-    rec = make_record(cell, status="ok", metrics=metrics, notes=notes, timing=timing,
-                      prov=provenance(device, args.command_line, t0), origin="score",
-                      extras={"checkpoint": {"path": str(ckpt), "epoch": payload.get("epoch"), "complete": complete}})
-    write_record(out, rec)
-    print(pd.Series(metrics, name="value").to_frame().to_markdown(floatfmt=".4g"))
-    print(f"record: {out}")
+    res = score_checkpoint(args.checkpoint, n_samples=args.n, features=args.features, iw_k=args.iw_k,
+                           out=args.out, allow_incomplete=args.allow_incomplete, device=args.device,
+                           quiet=args.quiet, command=args.command_line)
+    print(pd.Series(res.metrics, name="value").to_frame().to_markdown(floatfmt=".4g"))
+    print(f"record: {res.path}")
     return 0
 
 

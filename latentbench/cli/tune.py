@@ -70,20 +70,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     study_name = args.study or f"{args.remedy}-{args.latent}-{args.dataset or 'digits'}"
     if args.trials < 1:
         raise UserError(f"--trials must be >= 1, got {args.trials}")
+    from latentbench.api import tune_cell
     from latentbench.cli.common import cell_overrides
     from latentbench.data import load_data
     from latentbench.device import pick_device
     from latentbench.model import build_model
     from latentbench.remedies import create_remedy
     from latentbench.report.leaderboard import check_output_file
-    from latentbench.spec import Cell
 
     # Everything a trial needs is checked before the study exists: nothing is written on an error.
     direction = _direction(args)
     params = {"beta": args.beta} if args.beta is not None else {}
     create_remedy(args.remedy, **params)
-    base = Cell(remedy=args.remedy, latent=args.latent, seed=args.seed, remedy_params=params,
-                **{"epochs": 30, "n_samples": 1000, "iw_k": 20, **cell_overrides(args)})
+    base = tune_cell(args.remedy, args.latent, args.seed, beta=args.beta, **cell_overrides(args))
     data = load_data(base.dataset, seed=base.seed, **base.data)
     build_model(base, data.image_shape)  # arch, likelihood and net parameters
     from latentbench.runner.preflight import check_scoring
