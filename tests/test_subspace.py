@@ -97,7 +97,6 @@ def test_swap_takes_the_subspace_part_of_one_set_and_the_rest_of_the_other():
 class _HeldOutMixture(Prior):
     """p = the aggregate posterior of the held-out images itself (q = p); no density on purpose."""
 
-    expost = True
     has_log_prob = False
 
     def __init__(self, latent, mu, logvar):

@@ -1,9 +1,9 @@
 """The Prior contract and the Gaussian-mixture arithmetic several priors and metrics share.
 
 A prior is an ``nn.Module`` with ``log_prob(z) -> (B,)`` and ``sample(n, generator) -> (n, *shape)``,
-working on the flattened view of flat and spatial latents alike. An ex-post prior (``expost = True``)
-also has ``fit(codes)``: it is fitted on aggregate-posterior codes after training and saved with the
-checkpoint, so a cell can be re-scored from disk.
+working on the flattened view of flat and spatial latents alike. An ex-post prior (what a remedy's
+``build_expost`` returns) also has ``fit(codes)``: it is fitted on aggregate-posterior codes after
+training and saved with the checkpoint, so a cell can be re-scored from disk.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ DIRECT_LIMIT = 1 << 18
 class Prior(nn.Module):
     """Base class: subclasses implement ``log_prob`` and ``sample`` (and ``fit`` if ex-post)."""
 
-    expost: bool = False
     #: False for a prior whose ``log_prob`` has no tractable value (it raises NotImplementedError);
     #: density metrics of such a prior are recorded as absent.
     has_log_prob: ClassVar[bool] = True

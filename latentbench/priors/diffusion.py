@@ -111,7 +111,6 @@ def ddpm_betas(timesteps: int) -> torch.Tensor:
 class DiffusionPrior(Prior):
     """DDPM on the standardised codes, fitted ex post; sampled with a respaced Alg. 2."""
 
-    expost = True
     has_log_prob = False
 
     def __init__(self, latent: LatentShape, hidden: int = 256, depth: int = 3, timesteps: int = 1000,

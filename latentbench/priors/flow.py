@@ -124,8 +124,6 @@ class FlowPrior(Prior):
 class ExpostFlowPrior(FlowPrior):
     """The same flow, fitted by maximum likelihood on aggregate-posterior codes after training."""
 
-    expost = True
-
     def __init__(self, latent: LatentShape, n_layers: int = 4, hidden: int = 128, epochs: int = 100,
                  lr: float = 1e-3, batch_size: int = 256, patience: int = 10) -> None:
         super().__init__(latent, n_layers, hidden)

@@ -36,7 +36,6 @@ from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
 class ExpostGaussianPrior(Prior):
     """N(m, S) moment-matched to the aggregate posterior; S full in a signal subspace, isotropic outside."""
 
-    expost = True
     gaussian = True
 
     def __init__(self, latent: LatentShape, max_dim: int = 128, max_codes: int = 10000,

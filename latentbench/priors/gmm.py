@@ -34,8 +34,6 @@ from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
 
 
 class ExpostGMMPrior(Prior):
-    expost = True
-
     def __init__(self, latent: LatentShape, ks: tuple[int, ...] = (1, 2, 3, 5, 10, 20), max_full_dim: int = 64,
                  max_codes: int = 10000, reg_covar: float = 1e-6) -> None:
         super().__init__(latent)

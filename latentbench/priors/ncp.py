@@ -53,8 +53,6 @@ _CHUNK = 1 << 23
 class NCPPrior(Prior):
     """N(0, I) reweighted by a classifier's density ratio in the means' principal subspace."""
 
-    expost = True
-
     def __init__(self, latent: LatentShape, hidden: int = 128, depth: int = 2, max_dim: int = 32,
                  epochs: int = 300, lr: float = 1e-3, batch_size: int = 256, patience: int = 20,
                  n_sir: int = 256, n_normaliser: int = 1 << 16, max_codes: int = 10000) -> None:

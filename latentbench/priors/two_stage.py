@@ -24,8 +24,6 @@ from latentbench.priors.base import LOG_2PI, Prior, diag_gaussian_log_prob, rand
 
 
 class TwoStagePrior(Prior):
-    expost = True
-
     def __init__(self, latent: LatentShape, u_dim: int | None = None, hidden: int = 512, depth: int = 2,
                  epochs: int = 200, lr: float = 1e-3, batch_size: int = 128, n_iw: int = 32,
                  patience: int = 10) -> None:

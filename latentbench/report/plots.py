@@ -98,7 +98,7 @@ def _latents_shown(lats: list[str], most: int = 6) -> list[str]:
     return [lats[i] for i in sorted(set(idx))]
 
 
-def sample_grids(records: list[dict], df: pd.DataFrame, path: Path) -> Path | None:
+def sample_grids(records: list[dict], path: Path) -> Path | None:
     """Prior and posterior-mixture samples per remedy (rows) at each latent size (column pairs), as
     square 4 x 4 tiles packed edge to edge."""
     snaps = _load_snapshots(records)
@@ -134,7 +134,7 @@ def _order(latents) -> list[str]:
     return sorted(latents, key=lambda s: LatentShape.parse(s).sort_key())
 
 
-def norm_histograms(records: list[dict], df: pd.DataFrame, path: Path) -> Path | None:
+def norm_histograms(records: list[dict], path: Path) -> Path | None:
     """||z|| / sqrt(D) of prior vs aggregate-posterior samples (the soap bubble): one row per remedy,
     one column per latent size."""
     snaps = _load_snapshots(records)
@@ -185,7 +185,7 @@ def _save(fig, path: Path) -> Path:
 def make_plots(records: list[dict], df: pd.DataFrame, folder: Path, metrics=PLOT_METRICS) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = [metric_vs_latent(df, m, folder / f"{m}.png") for m in metrics if m in df.columns]
-    for p in (sample_grids(records, df, folder / "samples.png"), norm_histograms(records, df, folder / "norms.png")):
+    for p in (sample_grids(records, folder / "samples.png"), norm_histograms(records, folder / "norms.png")):
         if p is not None:
             out.append(p)
     return out

@@ -13,18 +13,6 @@ from latentbench.errors import UserError
 from latentbench.model import VAE
 from latentbench.remedies import Remedy
 
-
-@torch.no_grad()
-def encode_codes(model: VAE, x: torch.Tensor, mode: str = "mean", generator: torch.Generator | None = None,
-                 batch_size: int = 1024) -> torch.Tensor:
-    """Aggregate-posterior codes of ``x``: posterior means (``mean``) or one z ~ q(z|x) (``sample``)."""
-    if mode not in ("mean", "sample"):
-        raise UserError(f"codes must be 'mean' or 'sample', got {mode!r}")
-    model.eval()
-    mu, logvar = model.posterior_params(x, batch_size)
-    return mu if mode == "mean" else model.reparameterize(mu, logvar, generator)
-
-
 EXPOST_CODE_BYTES = 1 << 30  # at most ~1 GiB of float32 codes (4096 at D = 65536)
 
 
@@ -56,7 +44,7 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
     model.eval()
     mu, logvar = model.posterior_params(train_x, batch)
     prior.to(mu.device)
-    # the prior sees the posteriors: the default draws the codes from them as encode_codes does
+    # the prior sees the posteriors: by default it draws one z ~ q(z|x) per image from them
     prior.fit_posterior(mu, logvar, generator=g, quiet=quiet, codes=mode)
     model.set_expost(prior)
     return time.perf_counter() - t0
