@@ -8,8 +8,8 @@ PKG = Path(__file__).parents[1] / "latentbench"
 # The rooms in data-flow order; a module may import from its own room and from rooms before it.
 ROOMS = ["ground", "data", "nets", "priors", "remedies", "model", "training", "score", "runner", "report",
          "tune", "api", "cli"]
-GROUND = {"errors", "latent", "registry", "spec", "atomic", "device", "early_stop", "catalog", "__init__",
-          "__main__"}
+GROUND = {"errors", "latent", "registry", "spec", "atomic", "device", "early_stop", "streams", "fitting",
+          "catalog", "__init__", "__main__"}
 
 
 def _module_name(path: Path) -> str:

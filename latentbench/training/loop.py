@@ -28,6 +28,7 @@ from latentbench.errors import UserError
 from latentbench.model import VAE, build_model
 from latentbench.remedies import Remedy
 from latentbench.spec import Cell
+from latentbench.streams import stream, stream_seed
 from latentbench.training.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
 from latentbench.training.expost import fit_expost
 
@@ -38,15 +39,16 @@ class TrainingDiverged(UserError):
 
 def split_validation(x: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded split of the training images into (fit, validation)."""
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(x), generator=g)
+    perm = torch.randperm(len(x), generator=stream(seed, "train/split"))
     n_val = max(1, int(round(fraction * len(x))))
     return x[perm[n_val:]], x[perm[:n_val]]
 
 
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    torch.manual_seed(seed * 1_000_003 + epoch)
-    return torch.Generator().manual_seed(seed * 7_919 + epoch)
+    """Epoch ``epoch``'s streams: the global generator (the reparameterisation noise) from
+    ``train/epoch/<k>/torch``, the batch order from the returned ``train/epoch/<k>``."""
+    torch.manual_seed(stream_seed(seed, f"train/epoch/{epoch}/torch"))
+    return stream(seed, f"train/epoch/{epoch}")
 
 
 def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
@@ -210,7 +212,7 @@ def train_cell(
     and save. Returns (model, data, info) where info has the history and timings. ``guard`` (see
     :func:`fit`) is also called before the finished checkpoint is written."""
     data = data or load_data(cell.dataset, seed=cell.seed, **cell.data)
-    torch.manual_seed(cell.seed)
+    torch.manual_seed(stream_seed(cell.seed, "train/init"))
     state, payload = None, None
     if checkpoint is not None and Path(checkpoint).is_file():
         try:
@@ -223,12 +225,12 @@ def train_cell(
             return model, data, payload["info"]
         state = payload
     else:
-        torch.manual_seed(cell.seed)  # as a fresh run, also after a discarded checkpoint was read
+        torch.manual_seed(stream_seed(cell.seed, "train/init"))  # as a fresh run, also after a discarded checkpoint
         model, remedy = build_model(cell, data.image_shape)
     result = fit(model, remedy, cell, data.train, device, quiet=quiet, compile=compile,
                  checkpoint=checkpoint, image_shape=data.image_shape, on_epoch=on_epoch, state=state,
                  checkpoint_every=checkpoint_every, guard=guard)
-    expost_s = fit_expost(model, remedy, data.train.to(device), cell.seed, quiet=quiet)
+    expost_s = fit_expost(model, remedy, data.train.to(device), cell.seed, quiet=quiet, precision=cell.precision)
     info = {
         "history": result.history,
         "epochs_run": result.epochs_run,
