@@ -16,13 +16,22 @@ from latentbench.remedies import Remedy, create_remedy, list_remedies  # noqa: E
 if TYPE_CHECKING:  # what type checkers see of the lazy names below
     from latentbench.api import (
         TUNE_DEFAULTS,
+        FixResult,
+        SamplesResult,
         ScoreResult,
         TrainResult,
+        diagnose_model,
+        fix_model,
+        load_model,
+        load_sampler,
         make_cell,
         report_run,
         score_checkpoint,
+        score_model,
+        score_samples,
         train,
         tune_cell,
+        wrap,
     )
 
 # The Python API, imported on first use so that ``import latentbench`` stays cheap: name -> module.
@@ -35,6 +44,15 @@ _LAZY = {
     "TUNE_DEFAULTS": "latentbench.api",
     "TrainResult": "latentbench.api",
     "ScoreResult": "latentbench.api",
+    "FixResult": "latentbench.api",
+    "SamplesResult": "latentbench.api",
+    "wrap": "latentbench.api",
+    "load_model": "latentbench.api",
+    "load_sampler": "latentbench.api",
+    "score_model": "latentbench.api",
+    "diagnose_model": "latentbench.api",
+    "fix_model": "latentbench.api",
+    "score_samples": "latentbench.api",
 }
 
 
@@ -57,4 +75,5 @@ __all__ = ["DATASETS", "METRICS", "NETS", "REMEDIES", "Metric", "Remedy", "creat
            "register_metric", "__version__",
            # the Python API (lazy)
            "TUNE_DEFAULTS", "ScoreResult", "TrainResult", "make_cell", "report_run", "score_checkpoint", "train",
-           "tune_cell"]
+           "tune_cell", "wrap", "load_model", "load_sampler", "score_model", "diagnose_model", "fix_model",
+           "score_samples", "FixResult", "SamplesResult"]

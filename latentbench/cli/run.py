@@ -9,7 +9,8 @@ from pathlib import Path
 
 from latentbench.errors import UserError
 
-# The default grid is baselines/digits.toml (shipped inside the package), run under the name "default".
+# The default grid is baselines/digits.toml (shipped inside the package), run under the name "default"
+# (or, given --out, the output folder's name).
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "baselines" / "digits.toml"
 
 
@@ -61,6 +62,9 @@ def build_grid(args: argparse.Namespace):
         raise UserError(f"bad --seeds {args.seeds!r}: seeds must be >= 0")
     if args.name:
         grid.name = args.name
+    elif not args.spec and getattr(args, "out", None):
+        # a grid from flags alone takes its output folder's name (the progress bar, MLflow's experiment)
+        grid.name = Path(args.out).resolve().name or grid.name
     for r in [*grid.remedies, *grid.remedy_params]:
         REMEDIES.get(r)  # unknown names (also in [remedy.NAME] tables) fail before any work starts
     if not grid.remedies or not grid.latents or not grid.seeds:
@@ -244,6 +248,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    if args.model:
+        if args.target:
+            raise UserError(f"give a checkpoint or run folder ({args.target}) or --model, not both")
+        from latentbench.cli.byo import cmd_diagnose_model
+
+        return cmd_diagnose_model(args)
+    if not args.target:
+        raise UserError("diagnose what? give a checkpoint (.pt), a run folder, or --model MODULE:FACTORY / "
+                        "pythae:DIR with --dataset")
     from latentbench.device import pick_device
     from latentbench.report.diagnose import diagnose
     from latentbench.report.leaderboard import check_output_folder
@@ -329,7 +342,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("diagnose", help="report on prior holes for one checkpoint or every checkpoint of a run")
-    p.add_argument("target", help="a checkpoint (.pt) or a run folder")
-    p.add_argument("--out", help="report folder (default: beside the checkpoint, or RUN/diagnose)")
+    p.add_argument("target", nargs="?", help="a checkpoint (.pt) or a run folder (or --model)")
+    p.add_argument("--out", help="report folder (default: beside the checkpoint, or RUN/diagnose; "
+                                 "with --model: diagnose)")
+    from latentbench.cli.byo import add_commands as add_byo_commands
+    from latentbench.cli.byo import add_model_args
+
+    add_model_args(p, required=False)
     add_common(p)
     p.set_defaults(func=cmd_diagnose)
+    add_byo_commands(sub)

@@ -304,25 +304,37 @@ def diagnose_checkpoint(checkpoint: Path, out: Path, device: torch.device) -> Pa
 def _diagnose(checkpoint: Path, out: Path, device: torch.device) -> tuple[Path, dict, dict, dict]:
     """(report path, cell, metrics, notes) of one checkpoint's diagnosis."""
     from latentbench.data import load_data
-    from latentbench.registry import METRICS
-    from latentbench.score.latents import draw_posterior
-    from latentbench.score.scorer import ScoreContext
     from latentbench.spec import Cell
     from latentbench.training.checkpoint import load_checkpoint
 
     model, _, payload = load_checkpoint(checkpoint, device)
     cell = Cell.from_dict(payload["cell"])
     data = load_data(cell.dataset, seed=cell.seed, **cell.data)
+    return diagnose_model(model, data, cell, out, device, source=f"Checkpoint `{checkpoint}`",
+                          recorded=_record_metrics(checkpoint))
+
+
+def diagnose_model(model, data, cell, out: Path, device: torch.device, *, source: str,
+                   recorded: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
+                   prior_name: str | None = None) -> tuple[Path, dict, dict, dict]:
+    """Diagnose a model (a checkpoint's, or one brought from outside) on ``data`` with ``cell``'s
+    scoring settings and seed; writes ``out/report.md`` and its figures. ``recorded`` holds the metrics
+    and notes of a record already scored with these settings (read, not recomputed); ``source`` opens
+    the report (where the model comes from). Returns (report path, cell, metrics, notes)."""
+    from latentbench.registry import METRICS
+    from latentbench.score.latents import draw_posterior
+    from latentbench.score.scorer import ScoreContext
+
     out.mkdir(parents=True, exist_ok=True)
     ctx = ScoreContext(model, data, cell, device)
-    recorded, recorded_notes = _record_metrics(checkpoint)
+    recorded, recorded_notes = recorded
     m = {k: recorded[k] if k in recorded else (METRICS.get(k)(ctx) if k in METRICS else None) for k in SHOWN}
     post, s = ctx.posteriors(), ctx.samples()
     z_prior = s["z_prior"]
     z_post, _ = draw_posterior(post["mu"], post["logvar"], len(z_prior), ctx.stream("diagnose/posterior"))
     z_post = z_post.reshape(len(z_post), *model.latent.shape)
     prior = model.generative_prior
-    prior_name = f"{cell.remedy}: {type(prior).__name__}"
+    prior_name = prior_name or f"{cell.remedy}: {type(prior).__name__}"
     # numbers read from the record come with the record's sample counts and floors
     notes = {**ctx.notes, **recorded_notes} if recorded else ctx.notes
     d = model.latent.dim
@@ -337,12 +349,12 @@ def _diagnose(checkpoint: Path, out: Path, device: torch.device) -> tuple[Path, 
         contours = f"Shown on {how}.\n\n![contours](contours.png)"
     else:
         contours = f"{type(prior).__name__} has no tractable density: no contours."
-    source = "from the record beside the checkpoint" if recorded else "computed now with the cell's scoring settings"
+    numbers = "from the record beside the checkpoint" if recorded else "computed now with the cell's scoring settings"
     table = "\n".join(f"| {a} | {b} |" for a, b in _rows(m, notes, picture, d))
     spectrum = ("![spectrum](spectrum.png)" if has_spectrum else "No informative direction (collapsed latent).")
     text = f"""# Diagnosis: {cell.remedy}, latent {cell.latent}, {cell.dataset}, seed {cell.seed}
 
-Checkpoint `{checkpoint}`; numbers {source} ({notes['n_prior']} prior and {notes['n_post']}
+{source}; numbers {numbers} ({notes['n_prior']} prior and {notes['n_post']}
 posterior-mixture samples; geometry on {notes['n_geometry']} samples per set over
 {notes.get('n_geometry_posteriors', len(post['mu']))} held-out posteriors; scorer v{notes['scorer_version']}).
 The prior is {prior_name}.
