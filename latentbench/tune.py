@@ -20,6 +20,7 @@ from typing import Any
 
 from latentbench.errors import UserError
 from latentbench.spec import TUNE_KNOBS as SHARED_KNOBS  # the Cell fields with tuning choices
+from latentbench.streams import stream_seed
 
 
 def make_storage(storage: str | None, study: str):
@@ -120,7 +121,7 @@ def _sampler(name: str, seed: int):
 
 def trial_seed(seed: int, number: int) -> int:
     """The sampler's seed for trial ``number`` of a study tuned with ``--seed seed``."""
-    return (seed * 1_000_003 + number) % 2**32
+    return stream_seed(seed, f"tune/trial/{number}") % 2**32
 
 
 def make_sampler(name: str, seed: int):

@@ -11,6 +11,7 @@ import math
 import torch
 
 from latentbench.data import Data
+from latentbench.streams import stream
 
 SHAPES = ("disk", "square", "ring", "plus", "stroke")
 
@@ -59,7 +60,7 @@ def load(
     seed: int = 0, n_train: int = 2000, n_test: int = 500, size: int = 16, channels: int = 1, **_: object
 ) -> Data:
     """Synthetic shapes; the images and the split are fixed by ``seed``."""
-    g = torch.Generator().manual_seed(10_000 + seed)
+    g = stream(seed, "data/synthetic")
     x, y, _ = render(n_train + n_test, size, channels, g)
     return Data(
         "synthetic", x[:n_train], x[n_train:], y[:n_train], y[n_train:],

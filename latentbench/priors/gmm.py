@@ -31,6 +31,7 @@ import torch
 from latentbench.latent import LatentShape
 from latentbench.priors.base import LOG_2PI, Prior
 from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
+from latentbench.streams import stream, stream_seed
 
 
 class ExpostGMMPrior(Prior):
@@ -69,21 +70,21 @@ class ExpostGMMPrior(Prior):
             raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
         z = mu
         if codes == "sample":  # in place: one code-sized temporary at D = 65536, not three
-            z = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+            z = torch.randn(mu.shape, generator=stream(generator, "gmm/codes"), dtype=mu.dtype).to(mu.device)
             z.mul_(logvar.mul(0.5).exp_()).add_(mu)
         self._fit(z, mu, generator)
 
     def _fit(self, codes: torch.Tensor, basis_src: torch.Tensor | None, generator: torch.Generator | None) -> None:
         from sklearn.mixture import GaussianMixture
 
-        g = generator or torch.Generator().manual_seed(0)
         x = codes.flatten(1).float()
         src = None if basis_src is None else basis_src.flatten(1).float()
         if len(x) > self.max_codes:
-            keep = torch.randperm(len(x), generator=g)[: self.max_codes].to(x.device)
+            keep = torch.randperm(len(x), generator=stream(generator, "gmm/subset"))[: self.max_codes].to(x.device)
             x, src = x[keep], None if src is None else src[keep]
         n, d = x.shape
-        seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+        seed = stream_seed(generator, "gmm/sklearn") % 2**32
+        g = stream(generator, "gmm/basis")
         center = column_mean(x).float()
         notes: dict[str, Any] = {}
         if d <= self.max_full_dim:

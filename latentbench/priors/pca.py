@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from latentbench.streams import stream_seed
+
 #: the Tracy-Widom (beta = 1) 99% quantile: a noise eigenvalue exceeds the edge about 1% of the time
 TW1_Q99 = 2.02
 # Largest n * D * min(n, D) done exactly (an eigendecomposition of the smaller Gram matrix); above it a
@@ -70,9 +72,8 @@ def _top_eigen(xc: torch.Tensor, q: int, generator: torch.Generator | None) -> t
         lam = evals[order].clamp_min(0)
         rows = (u[:, order].T.to(xc.dtype) @ xc) / lam.sqrt().clamp_min(1e-30).to(xc.dtype)[:, None]
         return lam, rows
-    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(stream_seed(generator, "pca/svd_lowrank"))
         _, s, v = torch.svd_lowrank(xc, q=min(q + 10, n, d), niter=4)
     return s[:q].double().pow(2), v[:, :q].T.contiguous()
 

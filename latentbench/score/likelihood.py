@@ -4,8 +4,8 @@ log p(x) >= L_k = E[ log 1/k sum_i p(x | z_i) p(z_i) / q(z_i | x) ],  z_i ~ q(z 
 
 L_1 is the ELBO; L_k is non-decreasing in k and tends to log p(x). ``nll_iw`` = -L_k in nats per image,
 under the generative prior (the fitted ex-post prior where the remedy has one). Images are batched to
-a memory bound; the k draws of image i come from their own generator (seed + i), so the numbers do not
-depend on the batch size beyond float noise.
+a memory bound; the k draws of image i come from their own named stream (``item/<i>`` of the stage's
+stream), so the numbers do not depend on the batch size beyond float noise.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from latentbench.priors.base import diag_gaussian_log_prob
 from latentbench.score.geometry import MEM_BYTES
 from latentbench.score.sampling import bytes_per_item, decoder_activations, keyed_normal
+from latentbench.streams import seed_of
 
 
 def iwae_rows(k: int, d: int, img_numel: int, mem_bytes: int, activations: int = 0) -> int:
@@ -32,7 +33,7 @@ def iwae_bound(model, x: torch.Tensor, k: int = 100, generator: torch.Generator 
     model.eval()
     dev = model.device
     prior = model.generative_prior
-    seed = int(torch.randint(2**62, (1,), generator=generator))
+    seed = seed_of(generator)  # the stage's stream: item i draws from its sub-stream item/<i>
     bs = iwae_rows(k, model.latent.dim, x[0].numel(), mem_bytes, decoder_activations(model))
     nll, elbo = [], []
     for i in range(0, len(x), bs):
@@ -55,7 +56,7 @@ def reconstruction(model, x: torch.Tensor, generator: torch.Generator | None = N
     """``rec`` = -E_q[log p(x|z)], one z ~ q(z|x) per held-out image (drawn per image, batch-free)."""
     model.eval()
     dev = model.device
-    seed = int(torch.randint(2**62, (1,), generator=generator))
+    seed = seed_of(generator)  # the stage's stream: item i draws from its sub-stream item/<i>
     bs = iwae_rows(1, model.latent.dim, x[0].numel(), mem_bytes, decoder_activations(model))
     total = 0.0
     for i in range(0, len(x), bs):

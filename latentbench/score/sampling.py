@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from latentbench.score.geometry import posterior_cap
+from latentbench.streams import stream
 
 DRAW_BYTES = 1 << 28  # one block of drawn latents (float32) at most; depends on D only
 
@@ -81,10 +82,11 @@ def decode_batched(model, z: torch.Tensor, batch: int | None = None) -> torch.Te
 
 def keyed_normal(seed: int, first: int, count: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Standard normal draws of shape ``shape`` for items first .. first+count-1, item i from its own
-    generator seeded with seed + i on ``device``: an item's draws do not depend on how items are batched."""
+    named stream ``item/<i>`` of ``seed`` on ``device``: an item's draws do not depend on how items are
+    batched."""
     out = torch.empty((count, *shape), device=device)
     for j in range(count):
-        g = torch.Generator(device=device).manual_seed(seed + first + j)
+        g = stream(seed, f"item/{first + j}", device)
         out[j] = torch.randn(shape, generator=g, device=device)
     return out
 
@@ -110,10 +112,9 @@ def sample_snapshot(model, test_x: torch.Tensor, seed: int, n_images: int = 16, 
     aggregate-posterior samples."""
     import numpy as np
 
-    g = torch.Generator().manual_seed(seed + 99)
-    lat = draw_latents(model, test_x, max(n_images, n_norms), g)
+    lat = draw_latents(model, test_x, max(n_images, n_norms), stream(seed, "snapshot/latents"))
     mu = lat["mu"][lat["post_index"][:n_images]]
-    z_unit = mu + torch.randn(mu.shape, generator=g).to(mu.device)
+    z_unit = mu + torch.randn(mu.shape, generator=stream(seed, "snapshot/unit")).to(mu.device)
     d = model.latent.dim
     norm = lambda z: (z.flatten(1).double().norm(dim=1) / d**0.5).cpu().numpy()  # noqa: E731
     return {
