@@ -38,12 +38,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from latentbench.early_stop import EarlyStopping
 from latentbench.errors import UserError
+from latentbench.fitting import fit_module
 from latentbench.latent import LatentShape
 from latentbench.priors.base import Prior
+from latentbench.streams import stream, stream_seed
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -176,54 +176,42 @@ class DiffusionPrior(Prior):
                       quiet: bool = True, codes: str = "sample") -> None:
         if codes not in ("mean", "sample"):
             raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
-        g = generator or torch.Generator().manual_seed(0)
         dev, shape = self._device(), self.latent.shape
         mu = mu.reshape(len(mu), *shape).float().to(dev)
         std = None if logvar is None or codes == "mean" else torch.exp(0.5 * logvar.reshape(mu.shape).float()).to(dev)
         if len(mu) > self.max_codes:
-            keep = torch.randperm(len(mu), generator=g)[: self.max_codes].to(dev)
+            keep = torch.randperm(len(mu), generator=stream(generator, "diffusion/subset"))[: self.max_codes].to(dev)
             mu, std = mu[keep], None if std is None else std[keep]
         # standardise with the aggregate posterior's moments (means' variance + mean posterior variance)
         var = mu.var(0) + (0 if std is None else std.pow(2).mean(0))
         self.loc.copy_(mu.mean(0))
         self.scale.copy_(var.sqrt() + 1e-4)
+        rows = (mu,) if std is None else (mu, std)
 
-        def draw(idx: torch.Tensor) -> torch.Tensor:
-            z = mu[idx]
-            if std is not None:
-                z = z + std[idx] * torch.randn(z.shape, generator=g).to(dev)
+        def codes_of(block: tuple[torch.Tensor, ...], g: torch.Generator) -> torch.Tensor:
+            """Standardised codes: the means, or fresh z ~ q(z|x)."""
+            z = block[0]
+            if len(block) > 1:
+                z = z + block[1] * torch.randn(z.shape, generator=g).to(dev)
             return (z - self.loc) / self.scale
 
-        perm = torch.randperm(len(mu), generator=g).to(dev)
-        n_val = max(1, len(mu) // 10)
-        iv, it = perm[:n_val], perm[n_val:]
-        # a fixed held-out draw (codes, timesteps, noise): the early-stopping loss is not noisier than it must be
-        reps = max(1, 2048 // n_val)
-        val_x0 = draw(iv.repeat(reps))
-        self.x0_bound.fill_(float(draw(perm).abs().max()))
-        val_t = torch.randint(self.timesteps, (len(val_x0),), generator=g).to(dev)
-        val_eps = torch.randn(val_x0.shape, generator=g).to(dev)
-        opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
-        stopper = EarlyStopping(self.patience, self)
-        bs = min(self.batch_size, len(it))
-        self.train()
-        for _ in tqdm(range(self.epochs), desc="fit ex-post diffusion", disable=quiet, leave=False):
-            order = it[torch.randperm(len(it), generator=g).to(dev)]
-            x0_all = draw(order)
-            t_all = torch.randint(self.timesteps, (len(order),), generator=g).to(dev)
-            eps_all = torch.randn(x0_all.shape, generator=g).to(dev)
-            for i in range(0, len(order) - bs + 1, bs):
-                loss = self._loss(x0_all[i : i + bs], t_all[i : i + bs], eps_all[i : i + bs])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                v = self._loss(val_x0, val_t, val_eps).item()
-            if stopper.step(v):
-                break
-        stopper.restore()
-        self.eval()
-        self.val_loss = stopper.best
+        def draw(block: tuple[torch.Tensor, ...], g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            """(x_0, t, eps) for each row: the forward process's randomness for one epoch."""
+            x0 = codes_of(block, g)
+            t = torch.randint(self.timesteps, (len(x0),), generator=g).to(dev)
+            return x0, t, torch.randn(x0.shape, generator=g).to(dev)
+
+        def val_draw(block: tuple[torch.Tensor, ...], g: torch.Generator) -> tuple[torch.Tensor, ...]:
+            # a fixed held-out draw of at least ~2048 (code, timestep, noise) triples: the early-stopping
+            # loss is not noisier than it must be
+            reps = max(1, 2048 // len(block[0]))
+            return draw(tuple(t.repeat(reps, *[1] * (t.dim() - 1)) for t in block), g)
+
+        self.x0_bound.fill_(float(codes_of(rows, stream(generator, "diffusion/bound")).abs().max()))
+        fitted = fit_module(self, self._loss, rows, seed=stream_seed(generator, "diffusion/denoiser"), lr=self.lr,
+                            batch_size=self.batch_size, epochs=self.epochs, patience=self.patience, draw=draw,
+                            val_draw=val_draw, desc="fit ex-post diffusion", quiet=quiet)
+        self.val_loss = fitted.best
         self.fitted.fill_(True)
 
     @torch.no_grad()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from latentbench.early_stop import EarlyStopping
+from latentbench.fitting import fit_module
 from latentbench.latent import LatentShape
 from latentbench.priors.base import LOG_2PI, Prior, randn
+from latentbench.streams import stream_seed
 
 
 class ElementwiseAffine(nn.Module):
@@ -130,24 +130,11 @@ class ExpostFlowPrior(FlowPrior):
         self.epochs, self.lr, self.batch_size, self.patience = epochs, lr, batch_size, patience
 
     def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
-        g = generator or torch.Generator().manual_seed(0)
-        perm = torch.randperm(len(codes), generator=g).to(codes.device)
-        n_val = max(1, len(codes) // 10)
-        val, fit = codes[perm[:n_val]], codes[perm[n_val:]]
-        self.flow.affine.init_from(fit.flatten(1).reshape(-1, *self.latent.shape))
-        opt = torch.optim.Adam(self.parameters(), lr=self.lr)
-        stopper = EarlyStopping(self.patience, self.flow)
-        bs = min(self.batch_size, len(fit))
-        for _ in tqdm(range(self.epochs), desc="fit ex-post flow", disable=quiet, leave=False):
-            order = torch.randperm(len(fit), generator=g).to(codes.device)
-            for i in range(0, len(fit) - bs + 1, bs):
-                loss = -self.log_prob(fit[order[i : i + bs]]).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                v = -self.log_prob(val).mean().item()
-            if stopper.step(v):
-                break
-        stopper.restore()
+        """Maximum likelihood on ``codes`` (N, *latent) through :func:`latentbench.fitting.fit_module`;
+        the element-wise affine layer starts at the codes' mean and scale."""
+        codes = codes.reshape(len(codes), *self.latent.shape).float()
+        self.flow.affine.init_from(codes)
+        fit_module(self.flow, lambda z: -self.log_prob(z).mean(), codes, seed=stream_seed(generator, "flow"),
+                   lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, patience=self.patience,
+                   desc="fit ex-post flow", quiet=quiet)
         self.eval()

@@ -39,12 +39,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from latentbench.early_stop import EarlyStopping
+from latentbench.fitting import fit_module
 from latentbench.latent import LatentShape
 from latentbench.nets.mlp import mlp
 from latentbench.priors.base import LOG_2PI, Prior
+from latentbench.streams import stream, stream_seed
 
 # Largest number of (proposal x width) elements evaluated at once by SIR and the normaliser.
 _CHUNK = 1 << 23
@@ -88,53 +88,35 @@ class NCPPrior(Prior):
                       quiet: bool = True, codes: str = "sample") -> None:
         if codes not in ("mean", "sample"):
             raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
-        g = generator or torch.Generator().manual_seed(0)
         dev = self._device()
         mu = mu.flatten(1).float()
         std = None if logvar is None or codes == "mean" else torch.exp(0.5 * logvar.flatten(1).float())
         if len(mu) > self.max_codes:
-            keep = torch.randperm(len(mu), generator=g)[: self.max_codes].to(mu.device)
+            keep = torch.randperm(len(mu), generator=stream(generator, "ncp/subset"))[: self.max_codes].to(mu.device)
             mu, std = mu[keep], None if std is None else std[keep]
-        self.components.copy_(_principal_directions(mu, self.k, g).to(dev))
-        perm = torch.randperm(len(mu), generator=g).to(mu.device)
-        n_val = max(1, len(mu) // 10)
-        iv, it = perm[:n_val], perm[n_val:]
+        self.components.copy_(_principal_directions(mu, self.k, stream(generator, "ncp/basis")).to(dev))
+        rows = (mu,) if std is None else (mu, std)
 
-        def draw(idx: torch.Tensor) -> torch.Tensor:  # fresh z ~ q(z|x) projected to the subspace
-            z = mu[idx]
-            if std is not None:
-                z = z + std[idx] * torch.randn(z.shape, generator=g).to(z.device)
-            return self.project(z.to(dev))
+        def draw(block: tuple[torch.Tensor, ...], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            """Positives: fresh z ~ q(z|x) projected to the subspace; negatives: y ~ N(0, I_k)."""
+            z = block[0]
+            if len(block) > 1:
+                z = z + block[1] * torch.randn(z.shape, generator=g).to(z.device)
+            return self.project(z.to(dev)), torch.randn(len(z), self.k, generator=g).to(dev)
 
-        val_pos, val_neg = draw(iv), torch.randn(n_val, self.k, generator=g).to(dev)
-        val_x = torch.cat([val_pos, val_neg])
-        val_t = torch.cat([torch.ones(n_val), torch.zeros(n_val)]).to(dev)
-        opt = torch.optim.Adam(self.classifier.parameters(), lr=self.lr)
-        stopper = EarlyStopping(self.patience, self.classifier)
-        bs = min(self.batch_size, len(it))
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
-        self.train()
-        for _ in tqdm(range(self.epochs), desc="fit noise-contrastive prior", disable=quiet, leave=False):
-            order = it[torch.randperm(len(it), generator=g).to(it.device)]
-            pos_all, neg_all = draw(order), torch.randn(len(order), self.k, generator=g).to(dev)
-            for i in range(0, len(order) - bs + 1, bs):
-                x = torch.cat([pos_all[i : i + bs], neg_all[i : i + bs]])
-                t = torch.cat([torch.ones(bs, device=dev), torch.zeros(bs, device=dev)])
-                loss = F.binary_cross_entropy_with_logits(self.logit(x), t)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                v = F.binary_cross_entropy_with_logits(self.logit(val_x), val_t).item()
-            if stopper.step(v):
-                break
-        stopper.restore()
+        def loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+            t = torch.cat([torch.ones(len(pos), device=dev), torch.zeros(len(neg), device=dev)])
+            return F.binary_cross_entropy_with_logits(self.logit(torch.cat([pos, neg])), t)
+
+        fitted = fit_module(self.classifier, loss, rows, seed=stream_seed(generator, "ncp/classifier"), lr=self.lr,
+                            batch_size=self.batch_size, epochs=self.epochs, patience=self.patience, draw=draw,
+                            desc="fit noise-contrastive prior", quiet=quiet)
         self.eval()
-        self.val_bce = stopper.best
-        log_z, se = self._log_normaliser(g)
+        self.val_bce = fitted.best
+        log_z, se = self._log_normaliser(stream(generator, "ncp/normaliser"))
         self.log_z.fill_(log_z)
         self.log_z_se.fill_(se)
-        self.sir_ess.fill_(self._sir_ess(g))
+        self.sir_ess.fill_(self._sir_ess(stream(generator, "ncp/sir_ess")))
         self.fitted.fill_(True)
 
     @torch.no_grad()
@@ -199,9 +181,8 @@ class NCPPrior(Prior):
             return notes
         se, ess = float(self.log_z_se), float(self.sir_ess)
         if se < 0 or ess < 0:  # fitted before they were kept: a fresh estimate of each
-            g = torch.Generator().manual_seed(0)
-            se = self._log_normaliser(g)[1]
-            ess = self._sir_ess(g)
+            se = self._log_normaliser(stream(0, "ncp/normaliser"))[1]
+            ess = self._sir_ess(stream(0, "ncp/sir_ess"))
             notes["log_normaliser"] += " (log_z_se and sir_ess from a fresh estimate of the same size)"
         notes.update({"log_z": round(float(self.log_z), 6), "log_z_se": round(se, 6),
                       "sir_ess": round(ess, 3)})
@@ -219,10 +200,10 @@ def _principal_directions(x: torch.Tensor, k: int, g: torch.Generator) -> torch.
         vecs = torch.linalg.svd(xc, full_matrices=False).Vh[:k]
     else:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
+            torch.manual_seed(stream_seed(g, "svd_lowrank"))
             vecs = torch.svd_lowrank(xc, q=min(k + 10, n, d), niter=4)[2].T[:k]
     if vecs.shape[0] < k:
-        extra = torch.randn(d, k - vecs.shape[0], generator=g, dtype=torch.float64)
+        extra = torch.randn(d, k - vecs.shape[0], generator=stream(g, "complete"), dtype=torch.float64)
         q = torch.linalg.qr(torch.cat([vecs.T, extra], dim=1)).Q
         vecs = q.T
     return vecs[:k].float()

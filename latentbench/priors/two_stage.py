@@ -15,12 +15,12 @@ import math
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from latentbench.early_stop import EarlyStopping
+from latentbench.fitting import fit_module
 from latentbench.latent import LatentShape
 from latentbench.nets.mlp import mlp
 from latentbench.priors.base import LOG_2PI, Prior, diag_gaussian_log_prob, randn
+from latentbench.streams import stream_seed
 
 
 class TwoStagePrior(Prior):
@@ -54,31 +54,14 @@ class TwoStagePrior(Prior):
         return (-self._log_lik(y, u) + kl).mean()
 
     def fit(self, codes: torch.Tensor, generator: torch.Generator | None = None, quiet: bool = True) -> None:
-        g = generator or torch.Generator().manual_seed(0)
+        """Fit the second VAE on the standardised ``codes`` through :func:`latentbench.fitting.fit_module`."""
         x = codes.flatten(1).float()
         self.loc.copy_(x.mean(0))
         self.scale.copy_(x.std(0) + 1e-4)
         y = (x - self.loc) / self.scale
-        perm = torch.randperm(len(y), generator=g).to(y.device)
-        n_val = max(1, len(y) // 10)
-        val, fit = y[perm[:n_val]], y[perm[n_val:]]
-        opt = torch.optim.Adam(self.parameters(), lr=self.lr)
-        bs = min(self.batch_size, len(fit))
-        stopper = EarlyStopping(self.patience, self)
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=g)))
-        for _ in tqdm(range(self.epochs), desc="fit second stage", disable=quiet, leave=False):
-            order = torch.randperm(len(fit), generator=g).to(y.device)
-            for i in range(0, len(fit) - bs + 1, bs):
-                loss = self._neg_elbo(fit[order[i : i + bs]])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                v = self._neg_elbo(val).item()
-            if stopper.step(v):
-                break
-        stopper.restore()
-        self.eval()
+        fit_module(self, self._neg_elbo, y, seed=stream_seed(generator, "two_stage"), lr=self.lr,
+                   batch_size=self.batch_size, epochs=self.epochs, patience=self.patience,
+                   desc="fit second stage", quiet=quiet)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         # n_iw draws per code: chunk the batch so that no (n_iw, B, D) tensor exceeds ~2^22 elements

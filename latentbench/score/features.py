@@ -30,9 +30,11 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from latentbench.atomic import atomic_torch_save
+from latentbench.fitting import fit_module
+from latentbench.streams import stream_seed
 
 EXTRACTOR_NAME = "latentbench-domain"
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: trained through fitting.fit_module with named random streams
 DEFAULT_HPARAMS = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "width": 128, "seed": 0}
 # Pseudo-labels for unlabeled data: k-means with K clusters on the first ``pca`` principal components.
 PSEUDO = {"method": "kmeans", "k": 10, "pca": 50, "n_init": 3}
@@ -101,8 +103,9 @@ def pseudo_labels(data, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     xte = data.test.flatten(1).numpy().astype("float64")
     k = max(2, min(PSEUDO["k"], len(xtr) // 2))
     dims = max(1, min(PSEUDO["pca"], xtr.shape[1], len(xtr) - 1))
-    pca = PCA(dims, svd_solver="randomized", random_state=seed).fit(xtr)
-    km = KMeans(k, n_init=PSEUDO["n_init"], random_state=seed).fit(pca.transform(xtr))
+    pca = PCA(dims, svd_solver="randomized", random_state=stream_seed(seed, "features/pca") % 2**32).fit(xtr)
+    km = KMeans(k, n_init=PSEUDO["n_init"], random_state=stream_seed(seed, "features/kmeans") % 2**32)
+    km.fit(pca.transform(xtr))
     ytr = torch.from_numpy(km.labels_.astype("int64"))
     yte = torch.from_numpy(km.predict(pca.transform(xte)).astype("int64"))
     return ytr, yte
@@ -133,23 +136,15 @@ def ensure_classifier(data, device: torch.device, hparams: dict[str, Any] | None
 
 
 def _train_classifier(data, device, hp, key, path, quiet):
-    from tqdm.auto import tqdm
-
-    g = torch.Generator().manual_seed(hp["seed"])
-    torch.manual_seed(hp["seed"])
+    """Fit the classifier on the whole train split for ``epochs`` epochs (no validation rows: the test
+    split gives the accuracy) through :func:`latentbench.fitting.fit_module`."""
+    torch.manual_seed(stream_seed(hp["seed"], "features/init"))
     n_classes = data.num_classes
     net = DomainClassifier(data.image_shape, n_classes, hp["width"]).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
     x, y = data.train.to(device), data.train_labels.to(device)
-    bs = min(hp["batch_size"], len(x))
-    for _ in tqdm(range(hp["epochs"]), desc="train domain features", disable=quiet, leave=False):
-        perm = torch.randperm(len(x), generator=g).to(device)
-        for i in range(0, len(x) - bs + 1, bs):
-            idx = perm[i : i + bs]
-            loss = F.cross_entropy(net(x[idx])[1], y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    fit_module(net, lambda xb, yb: F.cross_entropy(net(xb)[1], yb), (x, y),
+               seed=stream_seed(hp["seed"], "features/fit"), lr=hp["lr"], batch_size=hp["batch_size"],
+               epochs=hp["epochs"], val_fraction=0.0, precision="fp32", desc="train domain features", quiet=quiet)
     net.eval()
     with torch.no_grad():
         pred = torch.cat([net(data.test[i : i + 1024].to(device))[1].argmax(1).cpu() for i in range(0, len(data.test), 1024)])

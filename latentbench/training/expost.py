@@ -10,8 +10,10 @@ import time
 import torch
 
 from latentbench.errors import UserError
+from latentbench.fitting import fit_precision
 from latentbench.model import VAE
 from latentbench.remedies import Remedy
+from latentbench.streams import stream
 
 EXPOST_CODE_BYTES = 1 << 30  # at most ~1 GiB of float32 codes (4096 at D = 65536)
 
@@ -22,13 +24,15 @@ def expost_code_count(n_train: int, d: int) -> int:
     return min(n_train, max(1000, EXPOST_CODE_BYTES // (4 * d)))
 
 
-def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, quiet: bool = True) -> float:
-    """Fit the remedy's ex-post prior on the training codes, if it has one; returns seconds spent."""
+def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, quiet: bool = True,
+               precision: str = "fp32") -> float:
+    """Fit the remedy's ex-post prior on the training codes, if it has one; returns seconds spent.
+    Randomness comes from the streams ``expost/subset`` and ``expost/fit`` of the cell's ``seed``;
+    ``precision`` is the cell's (see :func:`latentbench.fitting.fit_precision`)."""
     prior = remedy.build_expost(model.latent)
     if prior is None:
         return 0.0
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(seed + 17)
     # A fixed code budget, the same on every machine since the count changes the fit; a seeded subset
     # beyond it. Encoding batches follow the free memory (they change nothing but speed).
     from latentbench.device import memory_bytes
@@ -36,7 +40,7 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
     d, img = model.latent.dim, train_x[0].numel()
     n_codes = expost_code_count(len(train_x), d)
     if n_codes < len(train_x):
-        train_x = train_x[torch.randperm(len(train_x), generator=g)[:n_codes].to(train_x.device)]
+        train_x = train_x[torch.randperm(len(train_x), generator=stream(seed, "expost/subset"))[:n_codes].to(train_x.device)]
     batch = max(1, min(8192, memory_bytes(model.device) // (4 * 16 * (d + img))))
     mode = remedy.expost_codes
     if mode not in ("mean", "sample"):
@@ -45,6 +49,7 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
     mu, logvar = model.posterior_params(train_x, batch)
     prior.to(mu.device)
     # the prior sees the posteriors: by default it draws one z ~ q(z|x) per image from them
-    prior.fit_posterior(mu, logvar, generator=g, quiet=quiet, codes=mode)
+    with fit_precision(precision):  # a prior fitted through fitting.fit_module follows the cell's precision
+        prior.fit_posterior(mu, logvar, generator=stream(seed, "expost/fit"), quiet=quiet, codes=mode)
     model.set_expost(prior)
     return time.perf_counter() - t0
