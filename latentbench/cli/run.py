@@ -212,13 +212,17 @@ def separate_duplicates(groups: dict[str, list[dict]]) -> str | None:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from latentbench.report.compare import merge_groups
+    from latentbench.report.external import external_markdown, split_external
     from latentbench.report.leaderboard import check_output_file, check_output_folder, render_board
     from latentbench.report.tables import records_frame
     from latentbench.runner.records import read_records
 
     out = check_output_file(args.out) if args.out else None  # before any work: nothing written on error
     plots = check_output_folder(args.plots) if args.plots else None
-    groups = {d: read_records([d], skip_bad=args.skip_bad) for d in args.dirs}
+    dirs, external = split_external(args.dirs)
+    if not dirs:
+        raise UserError("give at least one run or board folder for the external samples records to stand beside")
+    groups = {d: read_records([d], skip_bad=args.skip_bad) for d in dirs}
     note = separate_duplicates(groups)
     if note:
         print(f"latentbench: note: {note}", file=sys.stderr)
@@ -229,6 +233,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     brief = args.format == "markdown" and not out and not args.full  # the terminal gets the short board
     try:
         text, paths = render_board(records, df, args.metric, args.format, plots_dir=plots, brief=brief)
+        if external:
+            extra, skipped = external_markdown(records, external)
+            for line in skipped:
+                print(f"latentbench: note: {line}", file=sys.stderr)
+            if extra and args.format != "markdown":
+                print("latentbench: note: external samples rows are shown in the markdown board only",
+                      file=sys.stderr)
+            elif extra:
+                text = text.rstrip("\n") + extra
         if out:
             from latentbench.atomic import atomic_write_text
 
