@@ -84,6 +84,19 @@ def test_default_grid_is_the_digits_baseline_and_keeps_the_published_cell_ids():
         assert Cell.from_dict(rec["cell"]).id == rec["id"] == f.stem
 
 
+def test_a_grid_from_flags_alone_is_named_after_its_output_folder(tmp_path):
+    from latentbench.cli import build_parser
+    from latentbench.cli.run import build_grid
+
+    parse = build_parser().parse_args
+    assert build_grid(parse(["run", "--out", str(tmp_path / "sweep-a")])).name == "sweep-a"
+    assert build_grid(parse(["run", "--out", str(tmp_path / "sweep-b") + "/"])).name == "sweep-b"
+    assert build_grid(parse(["run", "--out", str(tmp_path / "x"), "--name", "mine"])).name == "mine"
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "from-spec"\nremedies = ["vae"]\nlatents = ["2"]\n')
+    assert build_grid(parse(["run", str(spec), "--out", str(tmp_path / "y")])).name == "from-spec"
+
+
 BOARDS = {"digits-3seeds": "digits", "fashion_mnist-cpu": "fashion_mnist-cpu",
           "fashion_mnist-conv-cpu": "fashion_mnist-conv-cpu"}  # spec -> leaderboards/ folder
 SHIPPED = sorted((Path(__file__).parents[1] / "latentbench" / "baselines").glob("*.toml"))

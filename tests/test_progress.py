@@ -21,13 +21,13 @@ def test_the_bar_shows_the_cell_epoch_and_scoring_stage_and_a_grid_eta_and_quiet
     argv = [*RUN[:4], "2", *RUN[5:], "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "grid default 0/1 cells" in err and "grid default 1/1 cells" in err
+    assert "grid run 0/1 cells" in err and "grid run 1/1 cells" in err  # named after --out
     for epoch in (1, 2, 3):
         assert f"vae z=2 s0 ep {epoch}/3" in err
     assert "vae z=2 s0 scoring sample" in err and "scoring fidelity" in err
     assert "<?" not in err.split("ep 1/3")[1].split("\r")[0]  # the ETA is known after the first epoch
     assert main([*argv, "--quiet"]) == 0  # (without --quiet even this run, all cells done, draws "0/0 cells")
-    assert "grid default" not in capsys.readouterr().err
+    assert "grid run" not in capsys.readouterr().err
 
 
 def test_progress_counts_work_inside_cells_and_drops_cells_held_elsewhere():

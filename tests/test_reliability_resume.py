@@ -103,7 +103,7 @@ def test_a_killed_and_resumed_cell_logs_one_mlflow_point_per_epoch(tmp_path, mon
     monkeypatch.setenv("LATENTBENCH_LEASE_S", "1")  # the killed run's lease expires at once
     assert main([*RUN, "--out", str(out), *track]) == 0
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("default")
+    exp = client.get_experiment_by_name("run")  # named after --out
     (run,) = [r for r in client.search_runs([exp.experiment_id]) if "latentbench.cell_id" in r.data.tags]
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert sorted(steps) == list(range(1, 41))

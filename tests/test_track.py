@@ -26,7 +26,7 @@ def test_one_mlflow_run_per_cell_with_params_epochs_metrics_and_artifacts_never_
     assert main([*RUN, "--out", str(out)]) == 0
     assert main([*RUN, "--out", str(out), "--track", "mlflow", "--track-uri", uri]) == 0
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("default")
+    exp = client.get_experiment_by_name("run")  # named after --out
     (run,) = _cell_runs(client, exp.experiment_id)
     rec = json.loads(next((out / "records").glob("*.json")).read_text())
     assert run.data.tags["latentbench.cell_id"] == rec["id"] and run.info.status == "FINISHED"
