@@ -8,16 +8,22 @@ code, so the discriminator minimises
 
     -E_q log D(z) - E_p log(1 - D(z)),      optimum D*(z) = q(z) / (q(z) + p(z))
 
-(Goodfellow et al. 2014, Prop. 1), and the autoencoder minimises rec + w * (-E_q log(1 - D(Q(x)))), the
-non-saturating generator loss. Each step updates the autoencoder on that loss, then D on the same
-batch (``Remedy.aux_step``), pythae's one-step form of the paper's reconstruction and regularisation
-phases. The encoder is deterministic, as in the paper's experiments.
+(Goodfellow et al. 2014, Prop. 1), and the encoder minimises -E_q log(1 - D(Q(x))), the non-saturating
+generator loss. Each batch goes through the paper's two phases: the reconstruction phase updates the
+encoder and decoder on rec (the training loop's step: ``loss`` is the reconstruction term alone), then
+the regularisation phase (``Remedy.aux_step``) updates D, then the encoder against D. The two phases
+have optimizers of their own, so no weight trades reconstruction against the adversarial term (with
+pythae's single weighted loss, w = 1 against the squared error, the adversarial term swamped the
+reconstruction on 8x8 digits: rec 780 nats against the VAE's 34). The encoder is deterministic, as in
+the paper's experiments.
 
 Defaults: D is an MLP with two hidden layers of 1000 ReLU units (the paper's MNIST adversarial
-network); w = 1 against the squared error ||x - x_hat||^2 (pythae's Adversarial_AE: the two losses
-weighted 1/2 and 1/2), scaled to latentbench's ``rec`` in nats by the likelihood's nats per unit of
-squared error (``matching.nats_per_squared_error``). D has its own Adam at the cell's learning rate and
-is saved in the checkpoint with its optimizer. The epoch's KL warm-up factor multiplies w.
+network). The regularisation phase has an Adam of its own over D and the encoder, at the cell's
+learning rate for D and ``gen_lr`` = 0.1 times it for the encoder's step against D. The paper gives
+each phase its own learning rate (with SGD); 0.1 is our choice, measured on digits at latent 32, 60
+epochs: at 1.0 the encoder chases D and reconstructs badly (rec 328 nats), at 0.01 the codes stay far
+from N(0, I) (IMQ MMD^2 0.36 against 0.18 at 0.1, mean norm 2.3 against 1.4 per sqrt(D)). That
+optimizer is saved in the checkpoint with D, so an interrupted cell resumes exactly.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from torch.nn import functional as F
 
 from latentbench.nets.mlp import mlp
 from latentbench.remedies import Remedy
-from latentbench.remedies.matching import nats_per_squared_error, reconstruct
 
 
 class LatentDiscriminator(nn.Module):
@@ -56,21 +61,18 @@ class AAERemedy(Remedy):
 
     name = "aae"
     description = "Adversarial autoencoder: latent discriminator q(z) vs N(0, I) (Makhzani et al. 2016)"
-    params = {"weight": 1.0, "disc_hidden": 1000, "disc_depth": 2}
+    params = {"disc_hidden": 1000, "disc_depth": 2, "gen_lr": 0.1}
     deterministic = True
 
     def setup(self, model) -> None:
         self.discriminator = LatentDiscriminator(model.latent.dim, int(self.p["disc_hidden"]),
                                                  int(self.p["disc_depth"]))
+        # the regularisation phase's optimizer steps D and the encoder (the generator); the encoder's
+        # weights are the model's own, so loading them back from the checkpoint changes nothing
+        self._phase = nn.ModuleDict({"discriminator": self.discriminator, "encoder": model.encoder})
 
     def aux_modules(self) -> nn.Module:
-        return self.discriminator
-
-    def loss(self, model, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
-        rec, z, _, _ = reconstruct(model, x)
-        logit = self.discriminator(z)
-        fool = F.binary_cross_entropy_with_logits(logit, torch.zeros_like(logit))  # -log(1 - D(Q(x)))
-        return rec.mean() + beta * float(self.p["weight"]) * nats_per_squared_error(model) * fool
+        return self._phase
 
     def aux_step(self, model, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         with torch.no_grad():
@@ -78,9 +80,22 @@ class AAERemedy(Remedy):
         loss = discriminator_loss(self.discriminator, codes, torch.randn_like(codes))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        optimizer.step()  # D only: the encoder has no gradient here
+        logit = self.discriminator(model.encode(x)[0])
+        fool = F.binary_cross_entropy_with_logits(logit, torch.zeros_like(logit))  # -log(1 - D(Q(x)))
+        optimizer.zero_grad(set_to_none=True)
+        fool.backward()
+        for p in self.discriminator.parameters():
+            p.grad = None
+        ratio = float(self.p["gen_lr"])
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+        optimizer.step()  # the encoder only, at gen_lr times the cell's learning rate
+        for group in optimizer.param_groups:
+            group["lr"] /= ratio
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
-        return {"weight": trial.suggest_float("weight", 0.01, 100.0, log=True),
-                "disc_hidden": trial.suggest_categorical("disc_hidden", [256, 1000])}
+        return {"disc_hidden": trial.suggest_categorical("disc_hidden", [256, 1000]),
+                "disc_depth": trial.suggest_int("disc_depth", 1, 3),
+                "gen_lr": trial.suggest_float("gen_lr", 0.01, 1.0, log=True)}
