@@ -4,7 +4,8 @@ are in ``latentbench.score.latents``).
 - ``aggregate_log_q``: log q(z) for the mixture 1/N sum_n q(z | x_n) of N posteriors (ELBO surgery,
   Hoffman & Johnson 2016): logsumexp_n log q(z | x_n) - log N, in float64 by expanding the square into
   matrix products, in chunks, so that no (M, N, D) tensor exists.
-- ``mmd2_unbiased``: unbiased MMD^2 (Gretton et al. 2012, Eq. 3), RBF kernel, median-heuristic bandwidth.
+- ``mmd2_unbiased`` / ``mmd2_with_null``: unbiased MMD^2 (Gretton et al. 2012, Eq. 3), RBF kernel,
+  median-heuristic bandwidth, and the spread of its permutation null (the noise floor).
 - ``active_units``: Cov_x(E_q[z_u]) > 0.01 (Burda et al. 2016, Sec. 5.2).
 - ``_norms``: ||z|| / sqrt(D) (the "soap bubble" radius).
 - the sample caps that keep the geometry within the machine's memory.
@@ -92,20 +93,47 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = No
     here), in chunks of rows within ``mem_bytes`` (the sets are never copied), and the kernel sums are
     in float64. Memory beyond the inputs is the (m + n)^2 float64 distance matrix.
     """
+    return mmd2_with_null(x, y, bandwidth=bandwidth, mem_bytes=mem_bytes)[0]
+
+
+def mmd2_with_null(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None,
+                   mem_bytes: int = MEM_BYTES, generator: torch.Generator | None = None,
+                   n_perm: int = 0) -> tuple[float, float | None]:
+    """(unbiased MMD^2 of Gretton et al. 2012, Eq. 3, and the standard deviation of its permutation null).
+
+    The null is the statistic over ``n_perm`` random relabellings of the pooled sample (Gretton et al.
+    2012, Sec. 5; exact in law when x and y come from one distribution), each a quadratic form in the one
+    pooled kernel matrix, so it costs one matrix product. ``None`` when ``n_perm`` is 0 or a set has
+    fewer than 2 rows."""
     x, y = x.flatten(1).float(), y.flatten(1).float()
     m, n = len(x), len(y)
-    dxx, dyy, dxy = _sq_dists(x, x, mem_bytes), _sq_dists(y, y, mem_bytes), _sq_dists(x, y, mem_bytes)
-    dxx.fill_diagonal_(0.0)
-    dyy.fill_diagonal_(0.0)
+    pooled = torch.cat([x, y])
+    dist = _sq_dists(pooled, pooled, mem_bytes)
+    dist.fill_diagonal_(0.0)
     if bandwidth is None:
-        off = torch.cat([dxx[~torch.eye(m, dtype=torch.bool, device=dxx.device)],
-                         dyy[~torch.eye(n, dtype=torch.bool, device=dyy.device)], dxy.flatten(), dxy.flatten()])
+        off = dist[~torch.eye(m + n, dtype=torch.bool, device=dist.device)]
         bandwidth = math.sqrt(max(off.median().item(), 1e-12) / 2.0)
         del off
-    scale = 2 * bandwidth**2
-    sxx = (torch.exp(-dxx / scale).sum() - m) / (m * (m - 1))
-    syy = (torch.exp(-dyy / scale).sum() - n) / (n * (n - 1))
-    return float(sxx + syy - 2 * torch.exp(-dxy / scale).mean())
+    kern = torch.exp_(dist.div_(-2 * bandwidth**2))
+    kern.fill_diagonal_(0.0)
+
+    def stat(a: torch.Tensor) -> torch.Tensor:  # a: (m + n, P) 0/1 labels of the x set
+        ka = kern @ a
+        k1 = kern.sum(1, keepdim=True)
+        sxx = (a * ka).sum(0) / (m * (m - 1))
+        kb = k1 - ka  # K (1 - a)
+        syy = ((1 - a) * kb).sum(0) / (n * (n - 1))
+        sxy = (a * kb).sum(0) / (m * n)
+        return sxx + syy - 2 * sxy
+
+    labels = torch.zeros(m + n, 1, dtype=torch.float64, device=kern.device)
+    labels[:m] = 1.0
+    value = float(stat(labels)[0])
+    if n_perm <= 0 or m < 2 or n < 2:
+        return value, None
+    perms = torch.stack([torch.randperm(m + n, generator=generator) for _ in range(n_perm)], 1).to(kern.device)
+    null = stat((perms < m).double())
+    return value, float(null.std())
 
 
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:

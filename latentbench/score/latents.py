@@ -16,7 +16,9 @@ posteriors that define q, so once KL(q(z|x) || p) >> log N every prior sample lo
   is within half a nat of log N_A. ``marginal_kl`` = E_{q_A}[log q_A - log p] = kl - I_N: an upper
   bound on KL(q(z) || p(z)) in expectation (KL is convex in q, and E[q_A] = q). Both are bounds,
   never ranked.
-- ``mmd_latent``: unbiased MMD^2 (Gretton et al. 2012, Eq. 3) between prior samples and z_B.
+- ``mmd_latent``: unbiased MMD^2 (Gretton et al. 2012, Eq. 3) between prior samples and one draw from
+  each reference posterior (i.i.d. draws from q; repeated draws of a few posteriors would bias it up),
+  with the spread of its permutation null as its floor.
 - The **spectrum** (both ends): directions are the top and bottom eigenvectors of Cov_q estimated on A
   (Cov_x mu(x) + E_x diag sigma^2(x), the law of total covariance; at large D by Rayleigh-Ritz on a
   candidate span, see ``_eig_directions``); along each, the variance of q is
@@ -46,7 +48,7 @@ from latentbench.score.geometry import (
     _norms,
     active_units,
     aggregate_log_q,
-    mmd2_unbiased,
+    mmd2_with_null,
     prior_has_density,
     prior_log_prob,
 )
@@ -63,12 +65,14 @@ FAMILY_ALPHA = 0.01  # floors of a maximum over directions: its sampling range a
 
 
 def split_index(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random split of n posteriors into the mixture half A (ceil(n / 2)) and the reference half B."""
+    """A random split of n posteriors into the mixture half A (ceil(n / 2)) and the reference half B, each
+    in random order (so a stage that estimates from the first rows of a half, the principal subspace or
+    the spectrum's directions at large D, reads a random subset, not the first test images)."""
     if n < 4:
         raise ValueError(f"latent scoring needs at least 4 held-out posteriors, got {n}")
     perm = torch.randperm(n, generator=stream(seed, "latents/split"))
     half = (n + 1) // 2
-    return perm[:half].sort().values, perm[half:].sort().values
+    return perm[:half], perm[half:]
 
 
 def draw_posterior(mu: torch.Tensor, logvar: torch.Tensor, m: int,
@@ -126,28 +130,67 @@ def _eig_directions(x: torch.Tensor, s: torch.Tensor, r: int) -> torch.Tensor:
     return q
 
 
+def _chunks64(x: torch.Tensor, rows: int = 512):
+    """Rows of ``x`` (N, ...) flattened, as float64 chunks (no float64 copy of the whole of x)."""
+    x = x.flatten(1)
+    for i in range(0, len(x), rows):
+        yield x[i : i + rows].double()
+
+
+def _col_mean(x: torch.Tensor) -> torch.Tensor:
+    return sum(c.sum(0) for c in _chunks64(x)) / len(x)
+
+
+def _col_var(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    return sum((c - mean).pow(2).sum(0) for c in _chunks64(x)) / max(len(x) - 1, 1)
+
+
+def _times(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x (N, ...) flattened times v (D, r) in float64, in chunks of rows: (N, r)."""
+    return torch.cat([c @ v for c in _chunks64(x)])
+
+
+CROSS_ROWS = 512  # rows per set of the tr(C_x C_y) estimate of the mean offset's floor
+
+
+def _cross_trace(x: torch.Tensor, mx: torch.Tensor, y: torch.Tensor, my: torch.Tensor) -> float:
+    """tr(C_x C_y) for the covariances of two independent sets (their first ``CROSS_ROWS`` rows, centred
+    at mx and my): E[((x_i - mx)^T (y_j - my))^2] = tr(C_x C_y), from the (n_x, n_y) Gram matrix, so
+    correlated coordinates count (a per-coordinate sum of variance products would not)."""
+    a = torch.cat(list(_chunks64(x[:CROSS_ROWS]))) - mx
+    b = torch.cat(list(_chunks64(y[:CROSS_ROWS]))) - my
+    return (a @ b.T).pow(2).mean().item()
+
+
+def _quad(x: torch.Tensor, mx: torch.Tensor, u: torch.Tensor) -> float:
+    """u^T C_x u for the covariance of the rows of x: the variance of x along u (unnormalised u)."""
+    return (_times(x, u[:, None]).squeeze(1) - mx @ u).var().item() if len(x) > 1 else 0.0
+
+
 @torch.no_grad()
 def spectrum(prior, mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, logvar_b: torch.Tensor,
              z_prior: torch.Tensor, seed: int, r: int = SPECTRUM_DIRS) -> dict[str, Any]:
     """Variances of q (measured on B) and of the prior along the top and bottom eigenvectors of Cov_q
-    (estimated on A), and the mean offset; see the module docstring."""
+    (estimated on A), and the mean offset; see the module docstring. No (N, D) float64 copy is made:
+    sums run over row chunks (at D = 65536 a half of 10000 posteriors would be 2.6 GB in float64)."""
     from latentbench.priors.standard_normal import StandardNormal
 
-    xa = mu_a.flatten(1).double()
-    rows = len(xa) if xa.shape[1] <= DENSE_MAX else min(len(xa), SPECTRUM_ROWS)
-    xa_c = xa[:rows] - xa[:rows].mean(0)
-    s_a = logvar_a.flatten(1).double().exp().mean(0)
+    d = mu_a.flatten(1).shape[1]
+    rows = len(mu_a) if d <= DENSE_MAX else min(len(mu_a), SPECTRUM_ROWS)  # A is in random order
+    xa_r = torch.cat(list(_chunks64(mu_a[:rows])))
+    xa_c = xa_r - xa_r.mean(0)
+    s_a = _col_mean(logvar_a.flatten(1).exp())
     v = _eig_directions(xa_c, s_a, r)
-    xb = mu_b.flatten(1).double()
-    proj_b = xb @ v
+    del xa_r, xa_c
+    proj_b = _times(mu_b, v)
     var_mu = proj_b.var(0)
-    var_q = var_mu + logvar_b.flatten(1).double().exp().mean(0) @ v.pow(2)
+    var_q = var_mu + _col_mean(logvar_b.flatten(1).exp()) @ v.pow(2)
     exact_prior = type(prior) is StandardNormal
-    zp = z_prior.flatten(1).double().to(v.device)
+    zp = z_prior.flatten(1).to(v.device)
     if exact_prior:
         var_p = torch.ones_like(var_q)
     else:
-        var_p = (zp @ v).var(0).clamp_min(1e-12)
+        var_p = _times(zp, v).var(0).clamp_min(1e-12)
     ratio = var_q / var_p
     # floors: the ratio's sampling range at family-wise level 1% over the probed directions, from the
     # chi-square law of a variance estimated from n draws (Gaussian along each direction)
@@ -161,36 +204,57 @@ def spectrum(prior, mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tens
         lo, hi = chi2.ppf(alpha, dof) / dof, chi2.ppf(1 - alpha, dof) / dof
         return 1 + share * (lo - 1), 1 + share * (hi - 1)
 
-    q_lo, q_hi = band(len(xb), frac)
+    q_lo, q_hi = band(len(mu_b), frac)
     p_lo, p_hi = (1.0, 1.0) if exact_prior else band(len(zp), 1.0)
     floor = max(q_hi / p_lo, p_hi / q_lo)
-    # mean offset: unbiased ||m_q - m_p||^2 from two independent halves (A and B for q; two halves for p)
-    m_a, m_b = xa.mean(0), xb.mean(0)
-    va = xa.var(0) / len(xa)
-    vb = xb.var(0) / len(xb)
+    # mean offset: the unbiased ||m_q - m_p||^2 = d1^T d2 from two independent estimates of the
+    # difference (A and B for q; two halves of the prior samples), and its standard deviation
+    # sqrt(tr(S1 S2) + d2^T S1 d2 + d1^T S2 d1), S_i the covariances of the estimates, with the
+    # trace from Gram matrices so that correlated coordinates count
+    m_a, m_b = _col_mean(mu_a), _col_mean(mu_b)
+    na, nb = len(mu_a), len(mu_b)
     if exact_prior:
-        est = (m_a @ m_b).item()
-        sd = math.sqrt(max((va * vb).sum().item() + (va * m_b.pow(2)).sum().item()
-                           + (vb * m_a.pow(2)).sum().item(), 0.0))
+        d1, d2 = m_a, m_b
+        tr = _cross_trace(mu_a, m_a, mu_b, m_b) / (na * nb)
+        quad = _quad(mu_a, m_a, d2) / na + _quad(mu_b, m_b, d1) / nb
     else:
         half = len(zp) // 2
         p1, p2 = zp[:half], zp[half:]
-        vp1, vp2 = p1.var(0) / len(p1), p2.var(0) / len(p2)
-        d1, d2 = m_a - p1.mean(0), m_b - p2.mean(0)
-        est = (d1 @ d2).item()
-        sd = math.sqrt(max(((va + vp1) * (vb + vp2)).sum().item() + ((va + vp1) * d2.pow(2)).sum().item()
-                           + ((vb + vp2) * d1.pow(2)).sum().item(), 0.0))
+        n1, n2 = len(p1), len(p2)
+        mp1, mp2 = _col_mean(p1), _col_mean(p2)
+        d1, d2 = m_a - mp1, m_b - mp2
+        tr = (_cross_trace(mu_a, m_a, mu_b, m_b) / (na * nb) + _cross_trace(mu_a, m_a, p2, mp2) / (na * n2)
+              + _cross_trace(p1, mp1, mu_b, m_b) / (n1 * nb) + _cross_trace(p1, mp1, p2, mp2) / (n1 * n2))
+        quad = (_quad(mu_a, m_a, d2) / na + _quad(p1, mp1, d2) / n1
+                + _quad(mu_b, m_b, d1) / nb + _quad(p2, mp2, d1) / n2)
+    est = (d1 @ d2).item()
+    sd = math.sqrt(max(tr + quad, 0.0))
     return {"spec_wide": ratio.max().item(), "spec_narrow": (1 / ratio).max().item(),
             "mean_offset": math.sqrt(max(est, 0.0)), "var_q": var_q.cpu().tolist(), "var_p": var_p.cpu().tolist(),
             "floor": floor, "offset_floor": math.sqrt(Z_FLOOR * sd),
             "wide_dims": int((ratio > floor).sum().item()), "narrow_dims": int((1 / ratio > floor).sum().item())}
 
 
+MMD_PERMUTATIONS = 50  # relabellings of the permutation null behind the MMD floors
+
+
+def hole_floor(m: int, n_ref: int, q: float = HOLE_QUANTILE) -> float:
+    """The hole fraction's sampling floor for m prior samples and a threshold at the q-quantile of n_ref
+    reference draws: when p = q the threshold's quantile level is an order statistic, Beta(j, n_ref - j + 1)
+    with j = ceil(q n_ref), and the hole count is binomial given it, so the count is beta-binomial (exact
+    for continuous statistics at any n); the floor is its upper quantile at 3 standard errors' level."""
+    from scipy.stats import betabinom, norm
+
+    j = max(1, math.ceil(q * n_ref))
+    return float(betabinom.ppf(norm.cdf(Z_FLOOR), m, j, n_ref - j + 1)) / m
+
+
 @torch.no_grad()
 def score_latents(prior, mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.Tensor, *, seed: int,
                   analytic_kl: torch.Tensor | None = None, mmd_n: int = 2000, mem_bytes: int = MEM_BYTES,
                   n_reference: int | None = None, split: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  sub: dict[str, Any] | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
+                  sub: dict[str, Any] | None = None,
+                  deterministic: bool = False) -> tuple[dict[str, float | None], dict[str, Any]]:
     """Every latent metric (see the module docstring) from the held-out posteriors ``(mu, logvar)``
     (N, ...), the prior and its samples ``z_prior`` (M, ...). Returns (metrics, notes).
 
@@ -198,60 +262,80 @@ def score_latents(prior, mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.
     reference draws z_B (default M); ``split`` and ``sub`` (the principal subspace of the mixture half's
     means) may be passed in so that the scorer's image-space swaps use the same ones. Random draws come
     from named streams of ``seed``; the numbers do not depend on call order or ``mem_bytes``.
+
+    ``deterministic``: the encoder is a point map z = mu(x) (WAE, AAE, RAE): the aggregate posterior is the
+    empirical distribution of the codes, so z_B are the reference half's codes, ``logvar`` is ignored, and
+    the figures that need a posterior density (hole fractions, mutual_info, kl, marginal_kl,
+    sub_marginal_kl) are absent, with a note saying why.
     """
-    mu, logvar = mu.flatten(1), logvar.flatten(1)
+    mu = mu.flatten(1)
+    logvar = torch.full_like(mu, -math.inf) if deterministic else logvar.flatten(1)
     z_prior = z_prior.flatten(1).to(mu.device)
     n, d = mu.shape
     m = len(z_prior)
     ia, ib = split if split is not None else split_index(n, seed)
     ia, ib = ia.to(mu.device), ib.to(mu.device)
     mu_a, lv_a, mu_b, lv_b = mu[ia], logvar[ia], mu[ib], logvar[ib]
-    z_b, _ = draw_posterior(mu_b, lv_b, n_reference or m, stream(seed, "latents/reference"))
-    logq_ref = aggregate_log_q(z_b, mu_a, lv_a, mem_bytes)
-    logq_prior = aggregate_log_q(z_prior, mu_a, lv_a, mem_bytes)
-    threshold = torch.quantile(logq_ref, HOLE_QUANTILE)
-    metrics: dict[str, float | None] = {
-        "hole_fraction": (logq_prior < threshold).double().mean().item(),
-    }
-    # bounds: I_N (lower, <= log N_A) and marginal_kl = kl - I_N (upper, in expectation)
-    z_a, idx_a = draw_posterior(mu_a, lv_a, min(m, MI_SAMPLES), stream(seed, "latents/mixture"))
-    logq_a = aggregate_log_q(z_a, mu_a, lv_a, mem_bytes)
-    log_cond = _log_cond(z_a, mu_a, lv_a, idx_a, mem_bytes)
-    mi = (log_cond - logq_a).mean().item()
-    metrics["mutual_info"] = mi
-    metrics["kl"] = metrics["marginal_kl"] = None
-    if prior_has_density(prior):
-        with torch.random.fork_rng(devices=[]):  # Monte Carlo log p (two_stage): seeded, the caller's RNG untouched
-            torch.manual_seed(stream(seed, "latents/prior_log_prob").initial_seed())
-            log_p = prior_log_prob(prior, z_a.reshape(len(z_a), *prior.latent.shape))
-        metrics["marginal_kl"] = (logq_a - log_p).mean().item()
-        if analytic_kl is not None:
-            metrics["kl"] = analytic_kl.double().mean().item()
-        else:
-            metrics["kl"] = (log_cond - log_p).mean().item()
-    k = min(mmd_n, m, len(z_b))
-    metrics["mmd_latent"] = mmd2_unbiased(z_prior[:k], z_b[:k], mem_bytes=mem_bytes)
+    metrics: dict[str, float | None] = {"hole_fraction": None, "mutual_info": None, "kl": None,
+                                        "marginal_kl": None}
+    # one draw per reference posterior: i.i.d. draws from q, for the MMD (repeated posteriors bias it up)
+    z_b1 = (mu_b if deterministic
+            else mu_b + torch.exp(0.5 * lv_b) * torch.randn(mu_b.shape, generator=stream(seed, "latents/reference_iid")).to(mu.device))
+    if deterministic:
+        z_b, z_a = mu_b, mu_a
+    else:
+        z_b, _ = draw_posterior(mu_b, lv_b, n_reference or m, stream(seed, "latents/reference"))
+        logq_ref = aggregate_log_q(z_b, mu_a, lv_a, mem_bytes)
+        logq_prior = aggregate_log_q(z_prior, mu_a, lv_a, mem_bytes)
+        threshold = torch.quantile(logq_ref, HOLE_QUANTILE)
+        metrics["hole_fraction"] = (logq_prior < threshold).double().mean().item()
+        # bounds: I_N (lower, <= log N_A) and marginal_kl = kl - I_N (upper, in expectation)
+        z_a, idx_a = draw_posterior(mu_a, lv_a, min(m, MI_SAMPLES), stream(seed, "latents/mixture"))
+        logq_a = aggregate_log_q(z_a, mu_a, lv_a, mem_bytes)
+        log_cond = _log_cond(z_a, mu_a, lv_a, idx_a, mem_bytes)
+        mi = (log_cond - logq_a).mean().item()
+        metrics["mutual_info"] = mi
+        if prior_has_density(prior):
+            with torch.random.fork_rng(devices=[]):  # Monte Carlo log p (two_stage): seeded, the caller's RNG untouched
+                torch.manual_seed(stream(seed, "latents/prior_log_prob").initial_seed())
+                log_p = prior_log_prob(prior, z_a.reshape(len(z_a), *prior.latent.shape))
+            metrics["marginal_kl"] = (logq_a - log_p).mean().item()
+            if analytic_kl is not None:
+                metrics["kl"] = analytic_kl.double().mean().item()
+            else:
+                metrics["kl"] = (log_cond - log_p).mean().item()
+    k = min(mmd_n, m, len(z_b1))
+    metrics["mmd_latent"], mmd_null = mmd2_with_null(z_prior[:k], z_b1[:k], mem_bytes=mem_bytes,
+                                                     generator=stream(seed, "latents/mmd_null"), n_perm=MMD_PERMUTATIONS)
     metrics["active_units"] = active_units(mu)
     npri, npost = _norms(z_prior, mem_bytes), _norms(z_b, mem_bytes)
     metrics.update({"norm_prior": npri.mean().item(), "norm_prior_std": npri.std().item(),
                     "norm_post": npost.mean().item(), "norm_post_std": npost.std().item()})
     spec = spectrum(prior, mu_a, lv_a, mu_b, lv_b, z_prior, seed)
     metrics.update({k_: spec[k_] for k_ in ("spec_wide", "spec_narrow", "mean_offset")})
-    sub = sub if sub is not None else principal_subspace(mu_a)
-    sm = subspace_metrics(prior, mu_a, lv_a, mu_b, lv_b, z_prior, z_b, z_a, sub, mem_bytes=mem_bytes, mmd_n=mmd_n)
+    sub = sub if sub is not None else principal_subspace(mu_a, mu_eval=mu_b)
+    sm = subspace_metrics(prior, mu_a, lv_a, mu_b, lv_b, z_prior, z_b, z_a, sub, mem_bytes=mem_bytes, mmd_n=mmd_n,
+                          z_b_iid=z_b1, generator=stream(seed, "latents/sub_mmd_null"), deterministic=deterministic)
     metrics.update({k_: sm[k_] for k_ in ("sub_dims", "sub_spread", "sub_marginal_kl", "sub_mmd",
                                           "sub_hole_fraction")})
     # the threshold is a quantile of draws from N_B posteriors: it is as noisy as min(draws, N_B) samples
     n_ref = min(len(z_b), len(ib))
-    hole_floor = HOLE_QUANTILE + Z_FLOOR * math.sqrt(HOLE_QUANTILE * (1 - HOLE_QUANTILE) * (1 / m + 1 / n_ref))
-    floors: dict[str, float] = {"hole_fraction": hole_floor, "spec_wide": spec["floor"],
-                                "spec_narrow": spec["floor"], "mean_offset": spec["offset_floor"]}
+    h_floor = hole_floor(m, n_ref)
+    floors: dict[str, float] = {"spec_wide": spec["floor"], "spec_narrow": spec["floor"],
+                                "mean_offset": spec["offset_floor"]}
+    if mmd_null is not None:
+        floors["mmd_latent"] = Z_FLOOR * mmd_null
+    if not deterministic:
+        floors["hole_fraction"] = h_floor
     if sm["sub_dims"]:
-        floors["sub_hole_fraction"] = hole_floor
+        if not deterministic:
+            floors["sub_hole_fraction"] = h_floor
         floors["sub_spread"] = sm["spread_floor"]
+        if sm["mmd_null"] is not None:
+            floors["sub_mmd"] = Z_FLOOR * sm["mmd_null"]
     notes: dict[str, Any] = {
         "n_mixture": len(ia), "n_reference": len(ib), "n_reference_draws": len(z_b), "n_prior_latents": m,
-        "mi_saturated": bool(mi >= math.log(len(ia)) - 0.5),
+        "n_mmd_reference": k,
         "bounds": {"mutual_info": "lower", "marginal_kl": "upper", "sub_marginal_kl": "upper"},
         "spec_var_post": [round(x, 4) for x in spec["var_q"]],
         "spec_var_prior": [round(x, 4) for x in spec["var_p"]],
@@ -261,4 +345,10 @@ def score_latents(prior, mu: torch.Tensor, logvar: torch.Tensor, z_prior: torch.
         "collapsed": sm["sub_dims"] == 0,
         "floors": floors,
     }
+    if deterministic:
+        notes["deterministic_encoder"] = ("q(z|x) is a point mass at mu(x): the aggregate posterior is the "
+                                          "empirical distribution of the codes; hole_fraction, mutual_info, kl, "
+                                          "marginal_kl and sub_marginal_kl need a posterior density and are absent")
+    else:
+        notes["mi_saturated"] = bool(metrics["mutual_info"] >= math.log(len(ia)) - 0.5)
     return metrics, notes

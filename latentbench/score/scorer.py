@@ -23,7 +23,7 @@ from latentbench.score.sampling import decode_rows, draw_block
 from latentbench.score.streams import stream, stream_seed
 from latentbench.score.subspace import principal_subspace, random_subspace, swap
 
-SCORER_VERSION = 4
+SCORER_VERSION = 5
 
 # image sets compared (samples, reference): the three of the seed question (prior, post, data), the
 # noise floor (two posterior-mixture draws from disjoint halves of the held-out images, post_a and post2),
@@ -78,6 +78,10 @@ class ScoreContext:
             self.notes.update(prior.score_notes() or {})
         if not prior_has_density(prior):
             self.notes["density_metrics"] = f"absent: {type(prior).__name__} has no tractable log-density"
+        self.deterministic = bool(getattr(model, "deterministic", False))
+        if self.deterministic:
+            self.notes["likelihood"] = ("nll_iw and elbo_iw absent: a deterministic encoder has no posterior "
+                                        "density, so no importance-weighted bound; rec is at z = mu(x)")
 
     def _stage(self, key: Any, timing_key: str, compute) -> Any:
         if key not in self._cache:
@@ -101,7 +105,8 @@ class ScoreContext:
             mu, logvar = model.posterior_params(test[: self.n_geometry_posteriors],
                                                 decode_rows(model, test[0].numel(), self.mem_bytes))
             split = split_index(len(mu), self.cell.seed)
-            sub = principal_subspace(mu[split[0].to(mu.device)])
+            # directions from the mixture half, their variances (and so k and collapse) from the reference half
+            sub = principal_subspace(mu[split[0].to(mu.device)], mu_eval=mu[split[1].to(mu.device)])
             self.notes["sub_coverage"] = round(sub["coverage"], 4)
             return {"mu": mu, "logvar": logvar, "split": split, "subspace": sub}
 
@@ -144,13 +149,16 @@ class ScoreContext:
                 for k in posts:
                     mu, logvar = model.posterior_params(test[idx[k][i : i + b]], min(b, 1000))
                     eps = torch.randn((b, *mu.shape[1:]), generator=gens[k]).to(mu.device)
-                    sets[k] = mu + (eps if k == "mu_unit" else torch.exp(0.5 * logvar) * eps)
+                    if k == "mu_unit":
+                        sets[k] = mu + eps
+                    else:  # a point-mass posterior (deterministic encoder) is its code
+                        sets[k] = mu if self.deterministic else mu + torch.exp(0.5 * logvar) * eps
                 if kept < self.n_geometry:
                     take = min(b, self.n_geometry - kept)
                     keep_prior.append(z_p[:take])
                     kept += take
-                if swaps:
-                    z_q = sets["post"].to(z_p.device)
+                if swaps:  # the posterior part from the mixture half's draws: no image shared with post2
+                    z_q = sets["post_a"].to(z_p.device)
                     sets["swap_sub"] = swap(z_q, z_p, sub)  # the posterior's subspace part, the prior's rest
                     sets["swap_rest"] = swap(z_p, z_q, sub)  # the prior's subspace part, the posterior's rest
                     sets["swap_sub_rand"] = swap(z_q, z_p, rand)
@@ -216,14 +224,20 @@ class ScoreContext:
             prior = self.model.generative_prior
             mu, logvar = post["mu"], post["logvar"]
             akl = prior.analytic_kl(mu, logvar) if prior_has_density(prior) else None
+            if self.deterministic:
+                akl = None
             metrics, notes = score_latents(prior, mu, logvar, z_prior.to(mu.device), seed=self.cell.seed,
                                            analytic_kl=akl, mmd_n=self.n_mmd, mem_bytes=self.mem_bytes,
-                                           split=post["split"], sub=post["subspace"])
+                                           split=post["split"], sub=post["subspace"],
+                                           deterministic=self.deterministic)
             floors = notes.pop("floors")
             fl = self.fidelity("floor")
             if fl is not None:
-                for key in ("fid", "kid"):
-                    floors.update({f"{key}_{p}": fl[key] for p in ("prior", "post", "prior_post")})
+                # FID's floor is the distance between the two independent draws; KID's, whose value there
+                # sits near 0 either side, adds 3 of its subset standard deviations (a tie tolerance)
+                kid_floor = max(fl["kid"], 0.0) + 3.0 * fl["kid_std"]
+                for p in ("prior", "post", "prior_post"):
+                    floors.update({f"fid_{p}": fl["fid"], f"kid_{p}": kid_floor})
             self.notes["floors"] = {k: round(v, 6) for k, v in floors.items()}
             self.notes.update(notes)
             return metrics
@@ -240,6 +254,8 @@ class ScoreContext:
     def likelihood(self) -> dict[str, float | None]:
         """The IWAE bound (``nll_iw``, ``elbo_iw``; None for a prior without a density) and ``rec``."""
         def compute():
+            if self.deterministic:
+                return {"nll_iw": None, "elbo_iw": None, "rec": _reconstruction_at_code(self.model, self.data.test)}
             if prior_has_density(self.model.generative_prior):
                 with torch.random.fork_rng(devices=[]):  # a Monte Carlo log p is seeded; the caller's RNG untouched
                     torch.manual_seed(stream_seed(self.cell.seed, "likelihood/prior_log_prob"))
@@ -251,6 +267,18 @@ class ScoreContext:
             return {**iw, "rec": rec}
 
         return self._stage("likelihood", "likelihood_s", compute)
+
+
+@torch.no_grad()
+def _reconstruction_at_code(model, x: torch.Tensor, batch: int = 500) -> float:
+    """``rec`` = -log p(x | z = mu(x)) averaged over the held-out images, for a deterministic encoder."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch].to(model.device)
+        mu, _ = model.encode(xb)
+        total += -model.likelihood.log_prob(xb, model.decode(mu).float()).double().sum().item()
+    return total / len(x)
 
 
 def score_model(model, data, cell, device: torch.device, *, quiet: bool = True,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from latentbench.priors.base import LOG_2PI
-from latentbench.score.geometry import MEM_BYTES, mmd2_unbiased, prior_has_density
+from latentbench.score.geometry import MEM_BYTES, mmd2_with_null, prior_has_density
 
 VAR_SHARE = 0.99
 MAX_DIMS = 64
@@ -40,14 +40,21 @@ COLLAPSE_VAR = 0.01  # a direction with Var_x v^T mu(x) below this carries no in
 
 @torch.no_grad()
 def principal_subspace(mu: torch.Tensor, var_share: float = VAR_SHARE, max_dims: int = MAX_DIMS,
-                       max_rows: int = MAX_PCA_ROWS) -> dict[str, Any]:
+                       max_rows: int = MAX_PCA_ROWS, mu_eval: torch.Tensor | None = None) -> dict[str, Any]:
     """PCA of the posterior means ``mu`` (N, ...): ``basis`` (D, k) orthonormal, ``center`` (D,),
-    ``eigvals`` (the top min(max_dims, rank) variances of mu along them), ``k`` and ``coverage``
+    ``eigvals`` (the top min(max_dims, rank) variances of the means along them), ``k`` and ``coverage``
     (the share of tr Cov mu the k directions hold). k = 0 when no direction has variance above
-    ``COLLAPSE_VAR`` (a collapsed latent)."""
+    ``COLLAPSE_VAR`` (a collapsed latent).
+
+    ``mu_eval``, posterior means that did not choose the directions (the reference half of the held-out
+    set), gives the variances along them out of sample. In sample, at D / N >> 1 the top eigenvalues of a
+    pure-noise Cov mu are inflated by (1 + sqrt(D / N))^2 (Marchenko & Pastur 1967), so noise directions
+    would count as informative and a collapsed latent would read as used; out of sample a noise
+    direction holds only the noise's variance. Directions whose out-of-sample variance is below
+    ``COLLAPSE_VAR`` are left out of k. The rows the directions come from are the first ``max_rows``
+    of ``mu``: pass them in random order (``latents.split_index`` does)."""
     x = mu.flatten(1).double()
     center = x.mean(0)
-    total = (x - center).pow(2).sum().item() / max(len(x) - 1, 1)
     xs = x[:max_rows] - center
     n, d = xs.shape
     if n <= d:  # Gram matrix: eigenvectors in D-space are X^T u / sqrt(lambda)
@@ -60,17 +67,24 @@ def principal_subspace(mu: torch.Tensor, var_share: float = VAR_SHARE, max_dims:
         lam, u = lam.flip(0).clamp_min(0), u.flip(1)
         m = min(max_dims, d)
         vecs = u[:, :m]
-    # the variances along the directions, over every posterior mean
-    var_all = ((x - center) @ vecs).var(0) if len(x) > 1 else torch.zeros(m, dtype=x.dtype, device=x.device)
-    if total <= 0 or var_all[0].item() < COLLAPSE_VAR:
+    ev = x if mu_eval is None else mu_eval.flatten(1).double().to(x.device)
+    ev_center = ev.mean(0)
+    total = (ev - ev_center).pow(2).sum().item() / max(len(ev) - 1, 1)
+    # the variances along the directions, over every posterior mean (of mu_eval where given)
+    var_all = ((ev - ev_center) @ vecs).var(0) if len(ev) > 1 else torch.zeros(m, dtype=x.dtype, device=x.device)
+    if total <= 0 or var_all.max().item() < COLLAPSE_VAR:
         k = 0
     else:
         cum = torch.cumsum(var_all, 0) / total
         reached = (cum >= var_share).nonzero()
         k = int(reached[0].item()) + 1 if len(reached) else m
+        if mu_eval is not None:  # the leading directions, up to the last one that holds variance out of sample
+            used = (var_all[:k] >= COLLAPSE_VAR).nonzero()
+            k = int(used[-1].item()) + 1 if len(used) else 0
     coverage = float(var_all[:k].sum().item() / total) if total > 0 else 0.0
     return {"basis": vecs[:, :k].float(), "center": center.float(), "eigvals": var_all.cpu(), "k": k,
-            "coverage": coverage, "total_var": total, "pca_rows": n}
+            "coverage": coverage, "total_var": total, "pca_rows": n,
+            "out_of_sample": mu_eval is not None}
 
 
 def project(z: torch.Tensor, sub: dict[str, Any]) -> torch.Tensor:
@@ -186,7 +200,8 @@ def projected_prior(prior, sub: dict[str, Any]) -> tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def subspace_metrics(prior, mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, logvar_b: torch.Tensor,
                      z_prior: torch.Tensor, z_b: torch.Tensor, z_a: torch.Tensor, sub: dict[str, Any],
-                     mem_bytes: int = MEM_BYTES, mmd_n: int = 2000) -> dict[str, Any]:
+                     mem_bytes: int = MEM_BYTES, mmd_n: int = 2000, z_b_iid: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, deterministic: bool = False) -> dict[str, Any]:
     """The subspace metrics (see the module docstring), calibrated by the split of
     ``latentbench.score.latents``: ``sub`` is the principal subspace of the mixture half's means
     ``mu_a``; the projected mixture q_A,V is built from the posteriors (mu_a, logvar_a); the reference
@@ -195,11 +210,15 @@ def subspace_metrics(prior, mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: to
     draws ``z_b`` the threshold of ``sub_hole_fraction`` and the other set of ``sub_mmd``.
     ``sub_marginal_kl`` = E_{q_A,V}[log q_A,V - log p_V] over draws ``z_a`` from the mixture half: an
     upper bound in expectation (KL is convex in q). With k = 0 (a collapsed latent) only ``sub_dims``
-    is set.
+    is set. ``sub_mmd`` compares the prior's projections with those of ``z_b_iid`` (one draw per reference
+    posterior; default ``z_b``) and ``mmd_null`` is its permutation null's spread (drawn from
+    ``generator``). ``deterministic`` (point-mass posteriors): the figures that need a posterior density
+    (``sub_hole_fraction``, ``sub_marginal_kl``) are None.
     """
     k = sub["k"]
     out: dict[str, Any] = {"sub_dims": k, "sub_spread": None, "sub_marginal_kl": None, "sub_mmd": None,
-                           "sub_hole_fraction": None, "var_post": [], "var_prior": [], "spread_floor": None}
+                           "sub_hole_fraction": None, "var_post": [], "var_prior": [], "spread_floor": None,
+                           "mmd_null": None}
     if k == 0:
         return out
     v = sub["basis"].to(mu_b.device).double()
@@ -219,12 +238,16 @@ def subspace_metrics(prior, mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: to
     p_lo, p_hi = (chi2.ppf(a, dp) / dp for a in (alpha, 1 - alpha))
     out["spread_floor"] = max(q_hi / p_lo, p_hi / q_lo)
     out["var_post"], out["var_prior"] = var_post.cpu().tolist(), var_prior.cpu().tolist()
+    y_iid = y_b if z_b_iid is None else project(z_b_iid, sub)
+    m = min(mmd_n, len(y_prior), len(y_iid))  # (2m)^2 kernel entries: 128 MB at m = 2000
+    out["sub_mmd"], out["mmd_null"] = mmd2_with_null(y_prior[:m], y_iid[:m], mem_bytes=mem_bytes,
+                                                     generator=generator, n_perm=50 if generator is not None else 0)
+    if deterministic:
+        return out
     means, covs = projected_posteriors(mu_a, logvar_a, sub, mem_bytes)
     logq_ref = gaussian_mixture_log_prob(y_b, means, covs, mem_bytes=mem_bytes)
     logq_prior = gaussian_mixture_log_prob(y_prior, means, covs, mem_bytes=mem_bytes)
     out["sub_hole_fraction"] = (logq_prior < torch.quantile(logq_ref, 0.01)).double().mean().item()
-    m = min(mmd_n, len(y_prior), len(y_b))  # (2m)^2 kernel entries: 128 MB at m = 2000
-    out["sub_mmd"] = mmd2_unbiased(y_prior[:m], y_b[:m])
     pp = projected_prior(prior, sub)
     if pp is not None:
         logw, pmeans, pcovs = (t.to(y_a.device) for t in pp)
