@@ -296,18 +296,19 @@ def expost_remedies(latent: str = "32") -> list[str]:
     return found
 
 
-def fix_model(model: Any, dataset: str = "digits", *, remedies: list[str] | None = None,
+def fix_model(model: Any, dataset: str = "digits", *, remedies: list[Any] | None = None,
               out: str | Path = "fix", seed: int = 0, weights: str | Path | None = None,
               device: str | torch.device = "auto", quiet: bool = True, command: str = "",
               data: dict[str, Any] | None = None, **scoring: Any) -> FixResult:
-    """Fit every ex-post prior (``remedies``, default all registered ones) on the codes of a model from
+    """Fit every ex-post prior (``remedies``: names or :class:`~latentbench.remedies.Remedy` instances
+    with their parameters; default every registered one) on the codes of a model from
     outside, score each with the scorer of a built-in cell beside the model's own prior, and write
     ``out/records/*.json`` (a run folder ``latentbench leaderboard`` reads), ``out/leaderboard.md`` and
     ``out/plots``, and one sampler per prior, ``out/samplers/<remedy>.pt``, that
     :func:`load_sampler` reads without the model's code."""
     from latentbench.external.sampler import save_sampler
     from latentbench.registry import REMEDIES
-    from latentbench.remedies import create_remedy
+    from latentbench.remedies import Remedy, create_remedy
     from latentbench.report.leaderboard import check_output_folder
     from latentbench.runner.records import make_record, provenance, write_record
     from latentbench.score.scorer import score_model as _score
@@ -317,9 +318,13 @@ def fix_model(model: Any, dataset: str = "digits", *, remedies: list[str] | None
     m, d, base, _ = bring(model, dataset, seed=seed, weights=weights, device=device, data=data, **scoring)
     names = list(remedies) if remedies else expost_remedies(base.latent)
     fixes = []
-    for name in names:
-        REMEDIES.get(name)  # an unknown name is one line, before anything is written
-        remedy = create_remedy(name)
+    for item in names:
+        if isinstance(item, Remedy):
+            remedy, name = item, item.name
+        else:
+            name = str(item)
+            REMEDIES.get(name)  # an unknown name is one line, before anything is written
+            remedy = create_remedy(name)
         if remedy.build_expost(m.latent) is None:
             raise UserError(f"remedy {name!r} has no ex-post prior to fit on a trained model; pick from "
                             f"{', '.join(expost_remedies(base.latent))}")
@@ -331,8 +336,10 @@ def fix_model(model: Any, dataset: str = "digits", *, remedies: list[str] | None
     m.set_expost(None)
     rows: list[Any] = [None, *fixes]
     for remedy in rows:
+        own = {} if remedy is None else {k: v for k, v in remedy.p.items() if remedy.params.get(k) != v}
         name = BROUGHT if remedy is None else remedy.name
-        cell = replace(base, remedy=name)
+        label = name + "".join(f"-{k}={v}" for k, v in sorted(own.items()))  # one row and sampler per setting
+        cell = replace(base, remedy=name, remedy_params=own)
         t0 = time.time()
         fit_s = 0.0 if remedy is None else fit_expost(m, remedy, d.train.to(dev), seed, quiet=quiet)
         scores, notes, timing = _score(m, d, cell, dev, quiet=quiet)
@@ -341,9 +348,9 @@ def fix_model(model: Any, dataset: str = "digits", *, remedies: list[str] | None
                           prov=provenance(dev, command, t0), origin="run",
                           extras={"model": getattr(m, "source", type(m).__name__)})
         write_record(folder / "records" / f"{cell.id}.json", rec)
-        metrics[name] = scores
+        metrics[label] = scores
         if remedy is not None:
-            samplers[name] = save_sampler(folder / "samplers" / f"{name}.pt", m.expost, name, remedy.p,
+            samplers[label] = save_sampler(folder / "samplers" / f"{label}.pt", m.expost, name, remedy.p,
                                           {"dataset": dataset, "seed": seed, "latent": base.latent,
                                            "model": str(getattr(m, "source", ""))})
         m.set_expost(None)

@@ -37,6 +37,8 @@ class ConventionWarning(UserWarning):
 class GaussianOfMeans(nn.Module):
     """N(x; out, sigma^2) per pixel, for a decoder that returns the mean image itself."""
 
+    log_sigma: torch.Tensor
+
     def __init__(self, sigma: float = 0.05) -> None:
         super().__init__()
         self.register_buffer("log_sigma", torch.tensor(math.log(sigma)))
