@@ -88,9 +88,9 @@ class TrainResult:
     stopped_early: bool = False
     train_s: float = 0.0
     optimizer: Any = None
-
-
     aux_optimizer: Any = None
+
+
 def fit(
     model: VAE,
     remedy: Remedy,
@@ -120,18 +120,18 @@ def fit(
     fit_x, val_x = split_validation(train_x, cell.val_fraction, cell.seed)
     fit_x, val_x = fit_x.to(device), val_x.to(device)
     opt = make_optimizer(model, cell.lr)
-    result = TrainResult()
-    start_epoch, train_s_before = 0, 0.0
     aux = remedy.aux_modules()  # a remedy's own networks (the AAE's discriminator), with their own Adam
     aux_opt = make_optimizer(aux.to(device).train(), cell.lr) if aux is not None else None
+    result = TrainResult()
+    start_epoch, train_s_before = 0, 0.0
     # early stopping watches -ELBO on the validation images (lower is better)
     stopper = EarlyStopping(cell.early_stop, model)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-        result.history = list(state.get("history", []))
-        start_epoch = int(state["epoch"])
         if aux_opt is not None and state.get("aux_optimizer") is not None:
             aux_opt.load_state_dict(state["aux_optimizer"])
+        result.history = list(state.get("history", []))
+        start_epoch = int(state["epoch"])
         train_s_before = float(state.get("train_s") or 0.0)  # saved by the checkpoint, since a resume
         best = state.get("best_elbo")
         stopper = EarlyStopping(cell.early_stop, model, best=None if best is None else -best,
@@ -160,11 +160,11 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.detach()
-        train_loss = total.item() / steps  # the one host sync of the epoch
             if aux_opt is not None:
                 with precision(device, cell.precision):
                     remedy.aux_step(model, xb, aux_opt)
+            total += loss.detach()
+        train_loss = total.item() / steps  # the one host sync of the epoch
         if not torch.isfinite(torch.tensor(train_loss)):
             raise TrainingDiverged(
                 f"training diverged: non-finite loss at epoch {epoch + 1} of {cell.remedy} z={cell.latent}; "
