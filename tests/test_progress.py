@@ -47,6 +47,7 @@ def _records(out: Path) -> list[Path]:
     return sorted((out / "records").glob("*.json"))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c_with_the_resume_hint_and_exit_143(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "latentbench", *RUN, "--out", str(out), "--quiet"],

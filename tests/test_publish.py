@@ -5,6 +5,9 @@ import pytest
 
 from latentbench.cli import main
 
+# every test reads one published grid, and each publishes or runs again: end to end, slow
+pytestmark = pytest.mark.slow
+
 TINY = ["--epochs", "2", "--n-samples", "150", "--quiet"]
 
 

@@ -53,6 +53,7 @@ def _rerun_counts(out: Path, capsys) -> tuple[int, int]:
 
 
 # ---- kills and signals ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigkill_mid_grid_then_rerun_keeps_finished_records_byte_identical(tmp_path, monkeypatch):
     out = tmp_path / "run"
     proc = _start(out)
@@ -71,6 +72,7 @@ def test_sigkill_mid_grid_then_rerun_keeps_finished_records_byte_identical(tmp_p
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+@pytest.mark.slow
 def test_sigint_or_sighup_stops_cleanly_and_says_how_to_resume(tmp_path, sig, code):
     out = tmp_path / "run"
     proc = _start(out)
@@ -85,6 +87,7 @@ def test_sigint_or_sighup_stops_cleanly_and_says_how_to_resume(tmp_path, sig, co
         assert json.loads(data)["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_never_compute_the_same_cell(tmp_path):
     out = tmp_path / "run"
     procs = [_start(out) for _ in range(2)]
@@ -95,6 +98,7 @@ def test_two_runs_on_one_folder_never_compute_the_same_cell(tmp_path):
     assert len(_records(out)) == 5
 
 
+@pytest.mark.slow
 def test_a_temp_file_left_by_a_kill_is_removed_when_the_cell_resumes(tiny_run, capsys):
     out, rec, ckpt = tiny_run
     leftover = ckpt.with_name(f".tmp-{ckpt.name}.k1ll3d")
@@ -105,6 +109,7 @@ def test_a_temp_file_left_by_a_kill_is_removed_when_the_cell_resumes(tiny_run, c
 
 
 # ---- records: only the grid's own run finishes its cell ---------------------------------------------
+@pytest.mark.slow
 def test_a_record_without_a_cell_is_corrupt_never_finished(tiny_run, capsys):
     out, rec, _ = tiny_run
     good = rec.read_bytes()
@@ -132,6 +137,7 @@ def test_a_record_of_a_newer_schema_is_refused_by_run_and_never_overwritten(tiny
         rec.write_bytes(good)
 
 
+@pytest.mark.slow
 def test_a_record_written_by_score_never_counts_as_the_cell(tiny_run, capsys):
     out, rec, _ = tiny_run
     good = rec.read_bytes()
@@ -145,6 +151,7 @@ def test_a_record_written_by_score_never_counts_as_the_cell(tiny_run, capsys):
         rec.write_bytes(good)
 
 
+@pytest.mark.slow
 def test_a_record_of_another_cell_never_counts_as_this_one(tiny_run, capsys):
     out, rec, _ = tiny_run
     good = rec.read_bytes()

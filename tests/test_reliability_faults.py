@@ -95,6 +95,7 @@ def test_diagnose_out_that_is_a_file_or_read_only_is_one_line(tiny_run, tmp_path
 
 # ---- corrupt sample snapshots -----------------------------------------------------------------------
 @pytest.mark.parametrize("content", [b"not a zip", None])
+@pytest.mark.slow
 def test_a_corrupt_samples_file_costs_a_plot_not_the_board(run_copy, tmp_path, capsys, content):
     out, rec, _ = run_copy
     npz = rec.with_suffix(".samples.npz")
@@ -134,6 +135,7 @@ def test_a_dead_runs_lock_dated_in_the_future_expires_within_the_lease(tmp_path)
     other.release()
 
 
+@pytest.mark.slow
 def test_a_failed_record_dated_in_the_future_is_recomputed(run_copy, capsys):
     out, rec, _ = run_copy
     failed = json.loads(rec.read_text())
@@ -146,6 +148,7 @@ def test_a_failed_record_dated_in_the_future_is_recomputed(run_copy, capsys):
     assert json.loads(rec.read_text())["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_finished_cells_stale_lock_and_temp_files_are_removed(run_copy, capsys, monkeypatch):
     out, rec, ckpt = run_copy
     lock = CellLock(rec.with_suffix(".lock"), lease_s=1.0)
@@ -161,6 +164,7 @@ def test_a_finished_cells_stale_lock_and_temp_files_are_removed(run_copy, capsys
 
 
 # ---- --force ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_force_killed_mid_cell_never_leaves_a_record_without_its_checkpoint(run_copy, capsys, monkeypatch):
     out, rec, ckpt = run_copy
     proc = subprocess.Popen([sys.executable, "-m", "latentbench", *TINY, "--out", str(out), "--force"],

@@ -141,6 +141,7 @@ def test_a_bad_lease_setting_is_one_line(monkeypatch):
         lease_seconds()
 
 
+@pytest.mark.slow
 def test_a_run_killed_as_pid_1_is_resumed_by_its_successor_also_pid_1(tmp_path):
     """The container case: the killed run and its restart are both PID 1 of their namespace."""
     ns = _unshare()
@@ -164,6 +165,7 @@ def test_a_run_killed_as_pid_1_is_resumed_by_its_successor_also_pid_1(tmp_path):
     assert not list((out / "records").glob("*.lock")) and not list((out / "records").glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_two_runs_in_separate_pid_namespaces_compute_each_cell_once(tmp_path):
     """Both runs are PID 1 on one host name: nothing PID-based could tell them apart."""
     ns = _unshare()
@@ -197,6 +199,7 @@ print(len(s["failed"]))
 """
 
 
+@pytest.mark.slow
 def test_concurrent_runs_whose_cells_fail_compute_each_cell_once(tmp_path):
     script = tmp_path / "failing.py"
     script.write_text(_FAILING_GRID)

@@ -10,6 +10,9 @@ import pytest
 
 from latentbench.cli import main
 
+# one finished run, then corrupt records that each rerun recomputes: end to end, slow
+pytestmark = pytest.mark.slow
+
 TINY = ["run", "--remedies", "vae", "--latents", "2", "--epochs", "2", "--n-samples", "150", "--iw-k", "4", "--quiet"]
 
 

@@ -53,6 +53,7 @@ def test_a_resumed_cell_records_the_training_time_of_every_epoch(tiny_cell, cpu,
     assert resumed["epochs_run"] == 20 and resumed["train_s"] == 20.0
 
 
+@pytest.mark.slow
 def test_a_run_that_stalled_past_its_lease_writes_no_checkpoint_after_the_take_over(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, "--epochs", "400", env={"LATENTBENCH_LEASE_S": "2"})

@@ -65,6 +65,7 @@ def test_aggregate_posterior_equal_to_the_prior_has_no_gap():
     assert abs(m["norm_prior"] - m["norm_post"]) < 0.05
 
 
+@pytest.mark.slow
 def test_gap_metrics_grow_with_the_shift_of_the_aggregate_posterior():
     ms = [_geometry(s) for s in (0.0, 0.5, 1.0, 2.0)]
     for key in ("marginal_kl", "mmd_latent", "hole_fraction", "mean_offset"):
@@ -197,6 +198,7 @@ def test_scores_do_not_depend_on_what_ran_before_in_the_process(cpu):
     assert a == b
 
 
+@pytest.mark.slow
 def test_numbers_do_not_change_with_the_memory_bound(tiny_cell, cpu):
     from latentbench.score.scorer import ScoreContext
     from latentbench.training.loop import train_cell
@@ -248,6 +250,7 @@ def test_fair_merge_guard_refuses_a_different_sample_count():
     assert any(d.startswith("n_prior") for d in diffs) and any(d.startswith("n_post") for d in diffs)
 
 
+@pytest.mark.slow
 def test_mmd_latent_does_not_depend_on_the_memory_bound():
     from latentbench.score.geometry import mmd2_unbiased
 

@@ -30,6 +30,7 @@ def test_array_tasks_run_the_command_without_the_submission_flags(tmp_path):
                                          "--quiet"]
 
 
+@pytest.mark.slow
 def test_a_grid_submitted_to_the_local_executor_runs_one_shard_per_task(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*RUN, "--out", str(out), "--slurm", "local", "--shards", "2", "--wait"]) == 0
@@ -65,6 +66,7 @@ def test_missing_submitit_is_one_line_naming_the_extra(tmp_path, monkeypatch, ca
     assert not list((tmp_path / "run").rglob("*"))  # no grid file, no log folder
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_slurm_local_wait_stops_the_tasks_without_a_traceback(tmp_path):
     pytest.importorskip("submitit")
     import glob

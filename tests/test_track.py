@@ -18,6 +18,7 @@ def _cell_runs(client, exp_id):
     return [r for r in client.search_runs([exp_id]) if "latentbench.cell_id" in r.data.tags]
 
 
+@pytest.mark.slow
 def test_one_mlflow_run_per_cell_with_params_epochs_metrics_and_artifacts_never_duplicated(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "run"

@@ -28,6 +28,7 @@ def _two_workers(storage: str, study: str, tmp_path) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=make_storage(storage, study))
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_journal_study(tmp_path):
     study = _two_workers(str(tmp_path / "journal.log"), "shared", tmp_path)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
@@ -65,6 +66,7 @@ def postgres_url():
     server.stop()
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_postgresql_study(postgres_url, tmp_path):
     study = _two_workers(postgres_url, "pg-shared", tmp_path)
     assert len(study.trials) == 6

@@ -38,6 +38,7 @@ def _lock_pid(out: Path) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_two_workers_and_a_second_run_compute_every_cell_exactly_once(tmp_path):
     out = tmp_path / "run"
     workers = _start(out, "--workers", "2")
@@ -52,6 +53,7 @@ def test_two_workers_and_a_second_run_compute_every_cell_exactly_once(tmp_path):
     assert not list((out / "records").glob("*.lock"))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_cell_the_grid_goes_on_and_sigterm_stops_all_workers(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, "--workers", "2")
@@ -108,6 +110,7 @@ def _until(cond, what: str, polls: int = 1200):
     pytest.fail(f"no {what} after {polls} polls")
 
 
+@pytest.mark.slow
 def test_killing_the_parent_stops_its_workers_and_records_no_failure(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "latentbench", *RUN, "--epochs", "400", "--out", str(out),
