@@ -61,10 +61,13 @@ def test_a_run_that_stalled_past_its_lease_writes_no_checkpoint_after_the_take_o
         ckpt = _wait_for(lambda: next((out / "records").glob("*.pt"), None), proc, "the first checkpoint")
         proc.send_signal(signal.SIGSTOP)  # stalled (a swapped-out node, a suspended job)
         lock = CellLock(ckpt.with_suffix(".lock"), lease_s=2)
-        for _ in range(400):  # the other run takes the lease over once the heartbeat is 2 s old
-            if lock.acquire():
-                break
-            time.sleep(0.05)
+
+        def expired_and_taken() -> bool:  # the stalled run's last heartbeat dated past its 2 s lease
+            old = time.time() - 10
+            os.utime(lock.path, (old, old))
+            return lock.acquire()
+
+        _wait_for(expired_and_taken, proc, "the take-over of the stalled run's lease")  # (SIGSTOP lands)
         assert lock.held
         try:
             taken = ckpt.read_bytes()
