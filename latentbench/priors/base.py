@@ -9,17 +9,31 @@ training and saved with the checkpoint, so a cell can be re-scored from disk.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
+from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 
 LOG_2PI = math.log(2 * math.pi)
 # Largest number of (batch x component x dim) elements handled by the direct formula; above it the
 # mixture log-density goes through matrix products, which keep memory at O(B*K + K*D).
 DIRECT_LIMIT = 1 << 18
+
+#: The codes an ex-post prior is fitted on: one draw z ~ q(z|x) per image (``"sample"``, the aggregate
+#: posterior itself, the default) or the posterior means (``"mean"``, whose unused dimensions get almost
+#: no variance, so that the density metrics measure that variance: nll_iw 2292 against 95 at latent 32
+#: on digits for the ex-post GMM).
+ExpostCodes = Literal["mean", "sample"]
+
+
+def check_codes(codes: object) -> ExpostCodes:
+    """``codes`` if it is one of :data:`ExpostCodes`, else a one-line :class:`UserError`."""
+    if codes not in get_args(ExpostCodes):
+        raise UserError(f"codes must be 'mean' or 'sample', got {codes!r}")
+    return codes  # type: ignore[return-value]
 
 
 class Prior(nn.Module):
@@ -59,15 +73,14 @@ class Prior(nn.Module):
         raise TypeError(f"{type(self).__name__} is not an ex-post prior")
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
-                      quiet: bool = True, codes: str = "mean") -> None:
+                      quiet: bool = True, codes: ExpostCodes = "sample") -> None:
         """Fit on the training posteriors q(z|x) = N(mu, diag exp(logvar)), shapes (N, *latent).
 
-        The default fits ``fit(codes)`` on posterior means (``codes = "mean"``) or on one draw
-        z ~ q(z|x) per image (``codes = "sample"``, noise from ``generator``). Priors that use the
+        The default fits ``fit(codes)`` on one draw z ~ q(z|x) per image (``codes = "sample"``, noise
+        from ``generator``) or on the posterior means (``codes = "mean"``). Priors that use the
         posteriors themselves (fresh draws every epoch, the means' informative subspace) override it.
         """
-        if codes not in ("mean", "sample"):
-            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+        codes = check_codes(codes)
         if codes == "sample":
             eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
             mu = mu + torch.exp(0.5 * logvar) * eps

@@ -42,7 +42,7 @@ from torch import nn
 from latentbench.errors import UserError
 from latentbench.fitting import fit_module
 from latentbench.latent import LatentShape
-from latentbench.priors.base import Prior
+from latentbench.priors.base import ExpostCodes, Prior, check_codes
 from latentbench.streams import stream, stream_seed
 
 
@@ -173,9 +173,8 @@ class DiffusionPrior(Prior):
         return (self.eps(xt, t) - eps).pow(2).flatten(1).sum(1).mean() / x0[0].numel()
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None,
-                      quiet: bool = True, codes: str = "sample") -> None:
-        if codes not in ("mean", "sample"):
-            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+                      quiet: bool = True, codes: ExpostCodes = "sample") -> None:
+        codes = check_codes(codes)
         dev, shape = self._device(), self.latent.shape
         mu = mu.reshape(len(mu), *shape).float().to(dev)
         std = None if logvar is None or codes == "mean" else torch.exp(0.5 * logvar.reshape(mu.shape).float()).to(dev)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from latentbench.latent import LatentShape
-from latentbench.priors.base import LOG_2PI, Prior
+from latentbench.priors.base import LOG_2PI, ExpostCodes, Prior, check_codes
 from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
 
 
@@ -61,11 +61,10 @@ class ExpostGaussianPrior(Prior):
         self._fit(self._subset(codes.flatten(1).float(), generator)[0], None, generator)
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None,
-                      quiet: bool = True, codes: str = "sample") -> None:
+                      quiet: bool = True, codes: ExpostCodes = "sample") -> None:
         """Moment-match the aggregate posterior of N(mu, diag exp(logvar)) (``codes = "sample"``) or the
         means alone (``"mean"``); the means' principal directions give the subspace."""
-        if codes not in ("mean", "sample"):
-            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+        codes = check_codes(codes)
         mu = mu.flatten(1).float()
         if codes == "mean" or logvar is None:
             self._fit(self._subset(mu, generator)[0], None, generator)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from latentbench.latent import LatentShape
-from latentbench.priors.base import LOG_2PI, Prior
+from latentbench.priors.base import LOG_2PI, ExpostCodes, Prior, check_codes
 from latentbench.priors.pca import column_mean, signal_subspace, sum_of_squares
 from latentbench.streams import stream, stream_seed
 
@@ -63,11 +63,10 @@ class ExpostGMMPrior(Prior):
         self._fit(codes, None, generator)
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
-                      quiet: bool = True, codes: str = "mean") -> None:
+                      quiet: bool = True, codes: ExpostCodes = "sample") -> None:
         """Fit on posterior means or one z ~ q(z|x) per image (as the base class draws them); the subspace
         at large D comes from the means, which posterior noise cannot fill."""
-        if codes not in ("mean", "sample"):
-            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+        codes = check_codes(codes)
         z = mu
         if codes == "sample":  # in place: one code-sized temporary at D = 65536, not three
             z = torch.randn(mu.shape, generator=stream(generator, "gmm/codes"), dtype=mu.dtype).to(mu.device)

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from latentbench.fitting import fit_module
 from latentbench.latent import LatentShape
 from latentbench.nets.mlp import mlp
-from latentbench.priors.base import LOG_2PI, Prior
+from latentbench.priors.base import LOG_2PI, ExpostCodes, Prior, check_codes
 from latentbench.streams import stream, stream_seed
 
 # Largest number of (proposal x width) elements evaluated at once by SIR and the normaliser.
@@ -85,9 +85,8 @@ class NCPPrior(Prior):
         self.fit_posterior(codes, None, generator, quiet, codes="mean")
 
     def fit_posterior(self, mu: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None,
-                      quiet: bool = True, codes: str = "sample") -> None:
-        if codes not in ("mean", "sample"):
-            raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+                      quiet: bool = True, codes: ExpostCodes = "sample") -> None:
+        codes = check_codes(codes)
         dev = self._device()
         mu = mu.flatten(1).float()
         std = None if logvar is None or codes == "mean" else torch.exp(0.5 * logvar.flatten(1).float())
