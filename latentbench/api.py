@@ -336,7 +336,7 @@ def fix_model(model: Any, dataset: str = "digits", *, remedies: list[Any] | None
     m.set_expost(None)
     rows: list[Any] = [None, *fixes]
     for remedy in rows:
-        own = {} if remedy is None else {k: v for k, v in remedy.p.items() if remedy.params.get(k) != v}
+        own = {} if remedy is None else {k: v for k, v in remedy.p.items() if remedy.defaults().get(k) != v}
         name = BROUGHT if remedy is None else remedy.name
         label = name + "".join(f"-{k}={v}" for k, v in sorted(own.items()))  # one row and sampler per setting
         cell = replace(base, remedy=name, remedy_params=own)

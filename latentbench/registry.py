@@ -55,7 +55,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self._base = base  # a class, or a lazy "module:Class"; registered objects must be of it
-        self._builtins = builtins  # a module whose import registers the built-ins (beside their code)
+        # a module whose import registers the built-ins beside their code, or a "module:function" that does
+        self._builtins = builtins
         self._items: dict[str, T | str] = {}
         self._descriptions: dict[str, str] = {}
         self._plugins_loaded = group is None
@@ -93,8 +94,11 @@ class Registry(Generic[T]):
 
     def _load_builtins(self) -> None:
         if self._builtins is not None:
-            module, self._builtins = self._builtins, None
-            importlib.import_module(module)
+            target, self._builtins = self._builtins, None
+            module, _, attr = target.partition(":")
+            loaded = importlib.import_module(module)
+            if attr:
+                getattr(loaded, attr)()
 
     # -- registration -------------------------------------------------------------------------
     def register(
@@ -275,7 +279,8 @@ def register_metric(name: str, *, higher_is_better: bool | None = _UNSET, descri
     return deco
 
 
-REMEDIES: Registry[Any] = Registry("remedy", "latentbench.remedies", base="latentbench.remedies:Remedy")
+REMEDIES: Registry[Any] = Registry("remedy", "latentbench.remedies", base="latentbench.remedies:Remedy",
+                                   builtins="latentbench.remedies:import_builtins")
 DATASETS: Registry[Any] = Registry("dataset", "latentbench.datasets")
 NETS: Registry[Any] = Registry("net", "latentbench.nets")
 METRICS: Registry[Metric] = Registry("metric", "latentbench.metrics", base=Metric,

@@ -302,7 +302,7 @@ def best_grid(study, base, board: dict[str, Any] | None = None):
     from latentbench.spec import Grid, cell_fields
 
     best = study.best_trial
-    remedy_keys = set(REMEDIES.get(base.remedy).params)
+    remedy_keys = set(REMEDIES.get(base.remedy).defaults())
     remedy_params = {k: v for k, v in best.params.items() if k in remedy_keys}
     shared = {k: v for k, v in best.params.items() if k in SHARED_KNOBS}
     cell = base.to_dict()

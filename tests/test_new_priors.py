@@ -1,5 +1,6 @@
 """The noise-contrastive prior (ncp_prior) and the ex-post diffusion prior (expost_diffusion)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -291,7 +292,10 @@ def test_train_cli_reports_kl_and_elbo_under_the_training_prior_for_a_diffusion_
     from latentbench.cli import main
     from latentbench.remedies.expost_diffusion import ExpostDiffusionRemedy
 
-    monkeypatch.setattr(ExpostDiffusionRemedy, "params", {**ExpostDiffusionRemedy.params, **SMALL["expost_diffusion"]})
+    small = dataclasses.make_dataclass("Params", [(k, type(v), dataclasses.field(default=v))
+                                                  for k, v in SMALL["expost_diffusion"].items()],
+                                       bases=(ExpostDiffusionRemedy.Params,), frozen=True)
+    monkeypatch.setattr(ExpostDiffusionRemedy, "Params", small)  # small defaults: the CLI takes none
     assert main(["train", "--remedy", "expost_diffusion", "--latent", "2", "--epochs", "1", "--device", "cpu",
                  "--out", str(tmp_path), "--quiet"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out"))

@@ -28,6 +28,7 @@ optimizer is saved in the checkpoint with D, so an interrupted cell resumes exac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from latentbench.nets.mlp import mlp
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
 class LatentDiscriminator(nn.Module):
@@ -56,17 +57,22 @@ def discriminator_loss(disc: nn.Module, codes: torch.Tensor, prior: torch.Tensor
             + F.binary_cross_entropy_with_logits(lp, torch.zeros_like(lp)))
 
 
+@register_remedy
 class AAERemedy(Remedy):
-    """Adversarial autoencoder: a latent discriminator q(z) vs N(0, I), the encoder fools it (Makhzani et al. 2016)."""
+    """Adversarial autoencoder: latent discriminator q(z) vs N(0, I) (Makhzani et al. 2016)."""
 
     name = "aae"
-    description = "Adversarial autoencoder: latent discriminator q(z) vs N(0, I) (Makhzani et al. 2016)"
-    params = {"disc_hidden": 1000, "disc_depth": 2, "gen_lr": 0.1}
     deterministic = True
 
+    @dataclass(frozen=True)
+    class Params:
+        disc_hidden: int = 1000
+        disc_depth: int = 2
+        gen_lr: float = 0.1
+
     def setup(self, model) -> None:
-        self.discriminator = LatentDiscriminator(model.latent.dim, int(self.p["disc_hidden"]),
-                                                 int(self.p["disc_depth"]))
+        self.discriminator = LatentDiscriminator(model.latent.dim, self.params.disc_hidden,
+                                                 self.params.disc_depth)
         # the regularisation phase's optimizer steps D and the encoder (the generator); the encoder's
         # weights are the model's own, so loading them back from the checkpoint changes nothing
         self._phase = nn.ModuleDict({"discriminator": self.discriminator, "encoder": model.encoder})
@@ -87,7 +93,7 @@ class AAERemedy(Remedy):
         fool.backward()
         for p in self.discriminator.parameters():
             p.grad = None
-        ratio = float(self.p["gen_lr"])
+        ratio = self.params.gen_lr
         for group in optimizer.param_groups:
             group["lr"] *= ratio
         optimizer.step()  # the encoder only, at gen_lr times the cell's learning rate

@@ -7,17 +7,21 @@ posterior towards the prior (fewer holes) at the cost of reconstructions; the pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class BetaVAERemedy(Remedy):
-    """beta-VAE: KL weighted by beta (Higgins et al. 2017)."""
+    """beta-VAE: KL term weighted by beta (Higgins et al. 2017)."""
 
     name = "beta_vae"
-    description = "beta-VAE: KL term weighted by beta (Higgins et al. 2017)"
-    params = {"beta": 4.0}
+
+    @dataclass(frozen=True)
+    class Params:
+        beta: float = 4.0
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

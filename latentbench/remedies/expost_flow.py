@@ -10,22 +10,30 @@ collapse (nll_iw 163555 vs the VAE's 93 at latent 128 on digits) instead of the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from latentbench.priors.base import ExpostCodes
 from latentbench.priors.flow import ExpostFlowPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class ExpostFlowRemedy(Remedy):
-    """Plain VAE, then a RealNVP flow fitted on the codes (Dinh et al. 2017)."""
+    """Plain VAE + RealNVP flow fitted on the codes after training (Dinh et al. 2017)."""
 
     name = "expost_flow"
-    description = "Plain VAE + RealNVP flow fitted on the codes after training (Dinh et al. 2017)"
-    params = {"codes": "sample", "n_layers": 6, "hidden": 128, "fit_epochs": 200}
+
+    @dataclass(frozen=True)
+    class Params:
+        codes: ExpostCodes = "sample"
+        n_layers: int = 6
+        hidden: int = 128
+        fit_epochs: int = 200
 
     def build_expost(self, latent):
-        return ExpostFlowPrior(latent, int(self.p["n_layers"]), int(self.p["hidden"]),
-                               epochs=int(self.p["fit_epochs"]))
+        return ExpostFlowPrior(latent, self.params.n_layers, self.params.hidden,
+                               epochs=self.params.fit_epochs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -11,21 +11,27 @@ Bishop 1999); see ``latentbench.priors.gaussian``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from latentbench.priors.base import ExpostCodes
 from latentbench.priors.gaussian import ExpostGaussianPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class ExpostGaussianRemedy(Remedy):
-    """Plain VAE, then one moment-matched Gaussian on the aggregate posterior (Ghosh et al. 2020, K = 1)."""
+    """Plain VAE + one Gaussian moment-matched to the aggregate posterior (Ghosh et al. 2020, K = 1)."""
 
     name = "expost_gaussian"
-    description = "Plain VAE + one Gaussian moment-matched to the aggregate posterior (Ghosh et al. 2020, K = 1)"
-    params = {"codes": "sample", "max_dim": 128}
+
+    @dataclass(frozen=True)
+    class Params:
+        codes: ExpostCodes = "sample"
+        max_dim: int = 128
 
     def build_expost(self, latent):
-        return ExpostGaussianPrior(latent, max_dim=int(self.p["max_dim"]))
+        return ExpostGaussianPrior(latent, max_dim=self.params.max_dim)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

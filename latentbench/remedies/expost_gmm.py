@@ -12,22 +12,29 @@ latent 32 on digits, 264252 at 128) while fid_prior gains little (4.2 vs 5.4 at 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from latentbench.priors.base import ExpostCodes
 from latentbench.priors.gmm import ExpostGMMPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class ExpostGMMRemedy(Remedy):
-    """Plain VAE, then a GMM (K by BIC) fitted on the codes (Ghosh et al. 2020)."""
+    """Plain VAE + GMM fitted on the codes after training, K by BIC (Ghosh et al. 2020)."""
 
     name = "expost_gmm"
-    description = "Plain VAE + GMM fitted on the codes after training, K by BIC (Ghosh et al. 2020)"
-    params = {"codes": "sample", "max_components": 20, "max_full_dim": 64}
+
+    @dataclass(frozen=True)
+    class Params:
+        codes: ExpostCodes = "sample"
+        max_components: int = 20
+        max_full_dim: int = 64
 
     def build_expost(self, latent):
-        ks = tuple(k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= int(self.p["max_components"]))
-        return ExpostGMMPrior(latent, ks=ks, max_full_dim=int(self.p["max_full_dim"]))
+        ks = tuple(k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= self.params.max_components)
+        return ExpostGMMPrior(latent, ks=ks, max_full_dim=self.params.max_full_dim)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

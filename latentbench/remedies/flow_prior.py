@@ -9,21 +9,26 @@ estimate. Tuned: number of coupling layers and their width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from latentbench.priors.flow import FlowPrior as _Flow
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class FlowPriorRemedy(Remedy):
-    """RealNVP / Glow-style coupling-flow prior trained jointly (Dinh et al. 2017; Xu et al. 2019)."""
+    """Coupling-flow prior trained jointly (RealNVP / Glow-style; Dinh et al. 2017; Xu et al. 2019)."""
 
     name = "flow_prior"
-    description = "Coupling-flow prior trained jointly (RealNVP / Glow-style; Xu et al. 2019)"
-    params = {"n_layers": 4, "hidden": 128}
+
+    @dataclass(frozen=True)
+    class Params:
+        n_layers: int = 4
+        hidden: int = 128
 
     def build_prior(self, latent, image_shape):
-        return _Flow(latent, int(self.p["n_layers"]), int(self.p["hidden"]))
+        return _Flow(latent, self.params.n_layers, self.params.hidden)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

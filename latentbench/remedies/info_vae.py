@@ -21,21 +21,26 @@ multiplies both terms.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from latentbench.priors.base import diag_gaussian_log_prob
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 from latentbench.remedies.matching import mmd_unbiased, reconstruct
 
 
+@register_remedy
 class InfoVAERemedy(Remedy):
-    """InfoVAE-MMD: rec + (1 - alpha) KL + (alpha + lambda - 1) MMD(q(z), N(0, I)) (Zhao et al. 2019)."""
+    """InfoVAE: (1 - alpha) KL + (alpha + lambda - 1) MMD(q(z), N(0, I)) (Zhao et al. 2019)."""
 
     name = "info_vae"
-    description = "InfoVAE: (1 - alpha) KL + (alpha + lambda - 1) MMD(q(z), N(0, I)) (Zhao et al. 2019)"
-    params = {"alpha": 0.0, "lam": 1000.0}
+
+    @dataclass(frozen=True)
+    class Params:
+        alpha: float = 0.0
+        lam: float = 1000.0
 
     def loss(self, model, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
         rec, z, mu, logvar = reconstruct(model, x)
@@ -43,7 +48,7 @@ class InfoVAERemedy(Remedy):
         if kl is None:
             zf = z.float()
             kl = diag_gaussian_log_prob(zf, mu.float(), logvar.float()) - model.prior.log_prob(zf)
-        alpha, lam = float(self.p["alpha"]), float(self.p["lam"])
+        alpha, lam = self.params.alpha, self.params.lam
         mmd = mmd_unbiased(z, torch.randn_like(z), "rbf")
         return rec.mean() + beta * ((1 - alpha) * kl.mean() + (alpha + lam - 1) * mmd)
 

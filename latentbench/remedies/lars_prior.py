@@ -12,22 +12,30 @@ T = 100, and Z estimated from 1024 proposals per training step; 2^16 proposals a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from latentbench.priors.lars import LARSPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class LARSPriorRemedy(Remedy):
-    """LARS prior: N(0, I) reweighted by a learned acceptance a(z), truncated at T (Bauer & Mnih 2019)."""
+    """Learned accept/reject sampling prior, N(0, I) x a(z) / Z, truncated at T (Bauer & Mnih 2019)."""
 
     name = "lars_prior"
-    description = "Learned accept/reject sampling prior, N(0, I) x a(z) / Z, truncated at T (Bauer & Mnih 2019)"
-    params = {"hidden": 100, "depth": 2, "T": 100, "n_train": 1024, "n_normaliser": 65536}
+
+    @dataclass(frozen=True)
+    class Params:
+        hidden: int = 100
+        depth: int = 2
+        T: int = 100
+        n_train: int = 1024
+        n_normaliser: int = 65536
 
     def build_prior(self, latent, image_shape):
-        return LARSPrior(latent, int(self.p["hidden"]), int(self.p["depth"]), int(self.p["T"]),
-                         int(self.p["n_train"]), int(self.p["n_normaliser"]))
+        return LARSPrior(latent, self.params.hidden, self.params.depth, self.params.T,
+                         self.params.n_train, self.params.n_normaliser)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -8,21 +8,25 @@ The papers tune K, the number of components.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from latentbench.priors.mog import MixturePrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class MoGPriorRemedy(Remedy):
-    """Learnable mixture of K diagonal Gaussians as p(z) (Tomczak & Welling 2018 MoG baseline)."""
+    """Learnable mixture of K diagonal Gaussians as p(z) (Tomczak & Welling 2018, MoG baseline)."""
 
     name = "mog_prior"
-    description = "Learnable mixture of K diagonal Gaussians as p(z) (Tomczak & Welling 2018)"
-    params = {"n_components": 10}
+
+    @dataclass(frozen=True)
+    class Params:
+        n_components: int = 10
 
     def build_prior(self, latent, image_shape):
-        return MixturePrior(latent, int(self.p["n_components"]))
+        return MixturePrior(latent, self.params.n_components)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

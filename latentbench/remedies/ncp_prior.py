@@ -10,23 +10,33 @@ large D; Z is a Monte Carlo estimate (the record's notes say so). See ``latentbe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from latentbench.priors.base import ExpostCodes
 from latentbench.priors.ncp import NCPPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class NCPPriorRemedy(Remedy):
-    """Plain VAE, then N(0, I) reweighted by a noise-contrastive classifier (Aneja et al. 2021)."""
+    """Plain VAE + noise-contrastive reweighting of N(0, I), SIR sampling (Aneja et al. 2021)."""
 
     name = "ncp_prior"
-    description = "Plain VAE + noise-contrastive reweighting of N(0, I), SIR sampling (Aneja et al. 2021)"
-    params = {"codes": "sample", "hidden": 128, "depth": 2, "max_dim": 32, "n_sir": 256, "fit_epochs": 100}
+
+    @dataclass(frozen=True)
+    class Params:
+        codes: ExpostCodes = "sample"
+        hidden: int = 128
+        depth: int = 2
+        max_dim: int = 32
+        n_sir: int = 256
+        fit_epochs: int = 100
 
     def build_expost(self, latent):
-        return NCPPrior(latent, hidden=int(self.p["hidden"]), depth=int(self.p["depth"]),
-                        max_dim=int(self.p["max_dim"]), n_sir=int(self.p["n_sir"]),
-                        epochs=int(self.p["fit_epochs"]))
+        return NCPPrior(latent, hidden=self.params.hidden, depth=self.params.depth,
+                        max_dim=self.params.max_dim, n_sir=self.params.n_sir,
+                        epochs=self.params.fit_epochs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -20,32 +20,39 @@ encoder: ``post`` is the decoded codes, and metrics that need a posterior varian
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from latentbench.priors.gmm import ExpostGMMPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 from latentbench.remedies.matching import nats_per_squared_error, reconstruct
 
 
+@register_remedy
 class RAERemedy(Remedy):
-    """RAE-L2: deterministic autoencoder, latent L2 + decoder weight decay, ex-post 10-GMM (Ghosh et al. 2020)."""
+    """Regularized autoencoder (L2) + ex-post 10-component GMM (Ghosh et al. 2020)."""
 
     name = "rae"
-    description = "Regularized autoencoder (L2) + ex-post 10-component GMM (Ghosh et al. 2020)"
-    params = {"beta_z": 1e-4, "weight_decay": 1e-7, "n_components": 10, "max_full_dim": 64}
     deterministic = True
+
+    @dataclass(frozen=True)
+    class Params:
+        beta_z: float = 1e-4
+        weight_decay: float = 1e-7
+        n_components: int = 10
+        max_full_dim: int = 64
 
     def loss(self, model, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
         rec, z, _, _ = reconstruct(model, x)
         latent_l2 = 0.5 * z.flatten(1).float().pow(2).sum(1).mean()
         decay = sum(p.float().pow(2).sum() for p in model.decoder.parameters())
         s = nats_per_squared_error(model)
-        return rec.mean() + beta * s * (float(self.p["beta_z"]) * latent_l2 + float(self.p["weight_decay"]) * decay)
+        return rec.mean() + beta * s * (self.params.beta_z * latent_l2 + self.params.weight_decay * decay)
 
     def build_expost(self, latent):
-        return ExpostGMMPrior(latent, ks=(int(self.p["n_components"]),), max_full_dim=int(self.p["max_full_dim"]))
+        return ExpostGMMPrior(latent, ks=(self.params.n_components,), max_full_dim=self.params.max_full_dim)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

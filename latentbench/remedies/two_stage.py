@@ -11,22 +11,30 @@ means, where its learned gamma shrinks on the unused dimensions: nll_iw 207 vs t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from latentbench.priors.base import ExpostCodes
 from latentbench.priors.two_stage import TwoStagePrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class TwoStageRemedy(Remedy):
-    """Second VAE with learned gamma fitted on the codes (Dai & Wipf 2019)."""
+    """A second VAE with learned variance on the codes (Dai & Wipf 2019)."""
 
     name = "two_stage"
-    description = "A second VAE with learned variance on the codes (Dai & Wipf 2019)"
-    params = {"codes": "sample", "hidden": 256, "depth": 2, "fit_epochs": 100}
+
+    @dataclass(frozen=True)
+    class Params:
+        codes: ExpostCodes = "sample"
+        hidden: int = 256
+        depth: int = 2
+        fit_epochs: int = 100
 
     def build_expost(self, latent):
-        return TwoStagePrior(latent, hidden=int(self.p["hidden"]), depth=int(self.p["depth"]),
-                             epochs=int(self.p["fit_epochs"]))
+        return TwoStagePrior(latent, hidden=self.params.hidden, depth=self.params.depth,
+                             epochs=self.params.fit_epochs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

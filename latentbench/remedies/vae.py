@@ -6,12 +6,11 @@ This is the baseline whose prior holes grow with the latent size.
 
 from __future__ import annotations
 
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class VAERemedy(Remedy):
     """Plain VAE, N(0, I) prior (Kingma & Welling 2014)."""
 
     name = "vae"
-    description = "Plain VAE, N(0, I) prior (Kingma & Welling 2014)"
-    params: dict = {}

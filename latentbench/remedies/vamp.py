@@ -7,21 +7,25 @@ default, since digits has 1437 training images).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from latentbench.priors.vamp import VampPrior
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 
 
+@register_remedy
 class VampRemedy(Remedy):
     """VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)."""
 
     name = "vamp"
-    description = "VampPrior: mixture of posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"
-    params = {"n_pseudo": 50}
+
+    @dataclass(frozen=True)
+    class Params:
+        n_pseudo: int = 50
 
     def build_prior(self, latent, image_shape):
-        return VampPrior(latent, image_shape, int(self.p["n_pseudo"]))
+        return VampPrior(latent, image_shape, self.params.n_pseudo)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

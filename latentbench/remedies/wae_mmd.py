@@ -23,29 +23,34 @@ need a posterior variance are absent (see the scorer).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from latentbench.remedies import Remedy
+from latentbench.remedies import Remedy, register_remedy
 from latentbench.remedies.matching import WAE_SCALES, mmd_unbiased, nats_per_squared_error, reconstruct
 
 COST_FACTOR = 0.05  # the authors' c(x, y) = 0.05 ||x - y||^2 (their ``l2sq`` cost)
 
 
+@register_remedy
 class WAEMMDRemedy(Remedy):
-    """WAE-MMD: deterministic autoencoder + lambda * MMD(q(z), N(0, I)) (Tolstikhin et al. 2018)."""
+    """Wasserstein autoencoder: deterministic encoder, MMD penalty with an IMQ kernel (Tolstikhin et al. 2018)."""
 
     name = "wae_mmd"
-    description = "Wasserstein autoencoder, MMD penalty with an IMQ kernel (Tolstikhin et al. 2018)"
-    params = {"lam": 10.0, "multiscale": True}
     deterministic = True
+
+    @dataclass(frozen=True)
+    class Params:
+        lam: float = 10.0
+        multiscale: bool = True
 
     def loss(self, model, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
         rec, z, _, _ = reconstruct(model, x)
-        scales = WAE_SCALES if self.p["multiscale"] else (1.0,)
+        scales = WAE_SCALES if self.params.multiscale else (1.0,)
         mmd = mmd_unbiased(z, torch.randn_like(z), "imq", scales)
-        weight = float(self.p["lam"]) * nats_per_squared_error(model) / COST_FACTOR
+        weight = self.params.lam * nats_per_squared_error(model) / COST_FACTOR
         return rec.mean() + beta * weight * mmd
 
     @staticmethod

@@ -9,7 +9,6 @@ import time
 
 import torch
 
-from latentbench.errors import UserError
 from latentbench.fitting import fit_precision
 from latentbench.model import VAE
 from latentbench.remedies import Remedy
@@ -42,9 +41,7 @@ def fit_expost(model: VAE, remedy: Remedy, train_x: torch.Tensor, seed: int, qui
     if n_codes < len(train_x):
         train_x = train_x[torch.randperm(len(train_x), generator=stream(seed, "expost/subset"))[:n_codes].to(train_x.device)]
     batch = max(1, min(8192, memory_bytes(model.device) // (4 * 16 * (d + img))))
-    mode = remedy.expost_codes
-    if mode not in ("mean", "sample"):
-        raise UserError(f"codes must be 'mean' or 'sample', got {mode!r}")
+    mode = remedy.expost_codes  # checked when the remedy was created (and by the prior's fit)
     model.eval()
     mu, logvar = model.posterior_params(train_x, batch)
     prior.to(mu.device)
