@@ -11,7 +11,7 @@ and tables for the sub-parameters::
     epochs = 60
     [data]    # dataset parameters (data_root, download, max_train, ...)
     [net]     # net parameters (hidden, channels, ...)
-    [score]   # n_samples, iw_k, features
+    [score]   # n_samples, iw_k, iw_images, features
     [remedy.beta_vae]
     beta = 4.0
 
@@ -83,6 +83,8 @@ class Cell:
                         new=True)
     n_samples: int = _f(10000, "samples per set for scoring", where="score", train=False)
     iw_k: int = _f(100, "importance samples per image for nll_iw", where="score", train=False)
+    iw_images: int = _f(0, "held-out images the likelihood bound nll_iw averages over, the first N of the test "
+                           "split (0 = all)", where="score", train=False, new=True)
     features: str = _f("domain", "feature space for FID/KID/PRC: domain or inception", where="score", train=False)
     remedy_params: dict[str, Any] = _f(None, "the remedy's own parameters", where="grid", factory=dict)
     net: dict[str, Any] = _f(None, "net parameters ([net] table)", where="table", factory=dict)
@@ -176,6 +178,7 @@ def validate_cell(cell: Cell) -> None:
         (cell.n_samples >= 4, f"n_samples {cell.n_samples} is too small to score: precision/recall need at least 4 "
                               "samples per set (their 3 nearest neighbours); use --n-samples 4 or more"),
         (cell.iw_k >= 1, f"iw_k must be >= 1, got {cell.iw_k}"),
+        (cell.iw_images >= 0, f"iw_images must be >= 0 (0 = every held-out image), got {cell.iw_images}"),
         (cell.features in ("domain", "inception"), f"features must be 'domain' or 'inception', got {cell.features!r}"),
         (cell.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cell.precision!r}"),
     ]

@@ -291,7 +291,7 @@ def board_cell(board: str | Path | None = None) -> dict[str, Any]:
     return cells[0].to_dict()
 
 
-SCORING = ("n_samples", "iw_k", "features")
+SCORING = ("n_samples", "iw_k", "iw_images", "features")
 
 
 def best_grid(study, base, board: dict[str, Any] | None = None):

@@ -43,13 +43,17 @@ class GridProgress:
             self.active[cell_id].update(fraction=TRAIN_SHARE * epoch / max(epochs, 1), where=f"ep {epoch}/{epochs}")
             self._draw()
 
-    def stage(self, cell_id: str, stage: str) -> None:
-        """The cell entered a scoring stage (``sample``, ``features``, ``fidelity``, ...)."""
+    def stage(self, cell_id: str, stage: str, fraction: float = 0.0) -> None:
+        """The cell is in a scoring stage (``sample``, ``features``, ``fidelity``, ...), ``fraction`` of
+        the way through it (0 as it starts; stages that report their progress, like the likelihood bound
+        over the held-out images, send more)."""
         if cell_id in self.active:
             k = SCORE_STAGES.index(stage) if stage in SCORE_STAGES else len(SCORE_STAGES) - 1
-            frac = TRAIN_SHARE + (1 - TRAIN_SHARE) * k / len(SCORE_STAGES)
+            inside = min(max(float(fraction), 0.0), 1.0)
+            frac = TRAIN_SHARE + (1 - TRAIN_SHARE) * (k + inside) / len(SCORE_STAGES)
             a = self.active[cell_id]
-            a.update(fraction=max(a["fraction"], frac), where=f"scoring {stage}")
+            where = f"scoring {stage}" + (f" {inside:.0%}" if inside > 0 else "")
+            a.update(fraction=max(a["fraction"], frac), where=where)
             self._draw()
 
     def end(self, cell_id: str, outcome: str) -> None:

@@ -112,9 +112,10 @@ def pseudo_labels(data, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ensure_classifier(data, device: torch.device, hparams: dict[str, Any] | None = None,
-                      quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+                      quiet: bool = True, announce: bool = False) -> tuple[Path, dict[str, Any]]:
     """Path to the cached classifier for ``data`` (training it first if needed) and its metadata.
-    Unlabeled data trains it on k-means pseudo-labels (see the module docstring), never refuses."""
+    Unlabeled data trains it on k-means pseudo-labels (see the module docstring), never refuses.
+    ``announce`` says so in one line on stderr before it trains (the grid does this before its first cell)."""
     hp = {**DEFAULT_HPARAMS, **(hparams or {})}
     key = feature_key(data, hp)
     path = cache_dir() / f"{key}.pt"
@@ -128,6 +129,13 @@ def ensure_classifier(data, device: torch.device, hparams: dict[str, Any] | None
             why = (str(exc).strip().splitlines() or [""])[0]
             print(f"latentbench: warning: cached feature classifier {path} is unreadable "
                   f"({type(exc).__name__}: {why}); retraining it", file=sys.stderr)
+    if announce:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"latentbench: training the feature classifier of {data.name} once (cached in {path.parent})",
+                   file=sys.stderr)
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
         if not has_labels(data):
             ytr, yte = pseudo_labels(data, hp["seed"])

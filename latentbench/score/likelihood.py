@@ -11,6 +11,7 @@ stream), so the numbers do not depend on the batch size beyond float noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -28,8 +29,9 @@ def iwae_rows(k: int, d: int, img_numel: int, mem_bytes: int, activations: int =
 
 @torch.no_grad()
 def iwae_bound(model, x: torch.Tensor, k: int = 100, generator: torch.Generator | None = None,
-               mem_bytes: int = MEM_BYTES) -> dict[str, float]:
-    """Mean ``nll_iw`` (-L_k) and ``elbo_iw`` (mean of the k single-sample ELBOs) over ``x``."""
+               mem_bytes: int = MEM_BYTES, on_batch: Callable[[float], None] | None = None) -> dict[str, float]:
+    """Mean ``nll_iw`` (-L_k) and ``elbo_iw`` (mean of the k single-sample ELBOs) over ``x``;
+    ``on_batch(fraction)`` is told the share of ``x`` done after each batch."""
     model.eval()
     dev = model.device
     prior = model.generative_prior
@@ -47,6 +49,8 @@ def iwae_bound(model, x: torch.Tensor, k: int = 100, generator: torch.Generator 
         log_w = (log_px + prior.log_prob(z).float() - diag_gaussian_log_prob(z, mu, logvar)).reshape(k, b).double()
         nll.append(-(torch.logsumexp(log_w, 0) - math.log(k)))
         elbo.append(log_w.mean(0))
+        if on_batch is not None:
+            on_batch((i + b) / len(x))
     return {"nll_iw": torch.cat(nll).mean().item(), "elbo_iw": torch.cat(elbo).mean().item()}
 
 

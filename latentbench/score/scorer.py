@@ -47,14 +47,15 @@ class ScoreContext:
     """
 
     def __init__(self, model, data, cell, device: torch.device, *, quiet: bool = True,
-                 on_stage: Callable[[str], None] | None = None, mem_bytes: int | None = None,
+                 on_stage: Callable[..., None] | None = None, mem_bytes: int | None = None,
                  geometry_bytes: int | None = None) -> None:
         self.model, self.data, self.cell, self.device, self.quiet = model, data, cell, device, quiet
-        self.on_stage = on_stage  # told each stage's name as it starts (the grid's progress bar)
+        self.on_stage = on_stage  # told each stage's name as it starts and its progress (the grid's bar)
         self.mem_bytes = mem_bytes or memory_bytes(model.device)
         self.geometry_bytes = geometry_bytes or stable_memory_bytes(model.device)
         self.timing: dict[str, float] = {}
         self._cache: dict[Any, Any] = {}
+        self._current = ""
         d = model.latent.dim
         n = cell.n_samples
         n_test = len(data.test)
@@ -62,7 +63,8 @@ class ScoreContext:
         self.n_geometry_posteriors = min(n_test, posterior_cap(d, self.geometry_bytes))
         self.n_mmd = min(self.n_geometry, mmd_cap(d, self.geometry_bytes))  # samples per set of mmd_latent
         self.notes: dict[str, Any] = {"n_prior": n, "n_post": n, "n_data": min(n, n_test),
-                                      "iw_k": cell.iw_k, "scorer_version": SCORER_VERSION,
+                                      "iw_k": cell.iw_k, "iw_images": iw_image_count(cell, n_test),
+                                      "scorer_version": SCORER_VERSION,
                                       "features": cell.features, "n_geometry": self.n_geometry,
                                       "n_geometry_posteriors": self.n_geometry_posteriors}
         if self.n_geometry < n or self.n_geometry_posteriors < n_test:
@@ -85,12 +87,18 @@ class ScoreContext:
 
     def _stage(self, key: Any, timing_key: str, compute) -> Any:
         if key not in self._cache:
+            self._current = timing_key.removesuffix("_s")
             if self.on_stage is not None:
-                self.on_stage(timing_key.removesuffix("_s"))
+                self.on_stage(self._current)
             t = time.perf_counter()
             self._cache[key] = compute()
             self.timing[timing_key] = self.timing.get(timing_key, 0.0) + time.perf_counter() - t
         return self._cache[key]
+
+    def progress(self, fraction: float) -> None:
+        """The running stage is ``fraction`` done (the grid's bar shows it inside the stage)."""
+        if self.on_stage is not None:
+            self.on_stage(self._current, fraction)
 
     def stream(self, name: str) -> torch.Generator:
         """The generator of one named stage of this cell."""
@@ -166,6 +174,7 @@ class ScoreContext:
                 for name, z in sets.items():
                     images[name] += [model.decode_mean(z[j : j + rows].to(model.device)).float().cpu()
                                      for j in range(0, len(z), rows)]
+                self.progress((i + b) / n)
             out = {k: torch.cat(v) for k, v in images.items() if v}
             out["data"] = test[: self.notes["n_data"]]
             return {"z_prior": torch.cat(keep_prior), "images": out}
@@ -196,7 +205,11 @@ class ScoreContext:
             from latentbench.score.fidelity import FeatureSpace
 
             space = FeatureSpace(features=self.cell.features, weights=weights, device=self.device)
-            return {"space": space, "sets": {k: space.features(v) for k, v in images.items()}}
+            sets = {}
+            for j, (k, v) in enumerate(images.items()):
+                sets[k] = space.features(v)
+                self.progress((j + 1) / len(images))
+            return {"space": space, "sets": sets}
 
         return self._stage("image_features", "fidelity_s", compute)
 
@@ -257,10 +270,13 @@ class ScoreContext:
             if self.deterministic:
                 return {"nll_iw": None, "elbo_iw": None, "rec": _reconstruction_at_code(self.model, self.data.test)}
             if prior_has_density(self.model.generative_prior):
+                # the bound over the first iw_images held-out images (all by default): per-image draws, so a
+                # subset's images get the draws they get in the whole set
+                x = self.data.test[: self.notes["iw_images"]]
                 with torch.random.fork_rng(devices=[]):  # a Monte Carlo log p is seeded; the caller's RNG untouched
                     torch.manual_seed(stream_seed(self.cell.seed, "likelihood/prior_log_prob"))
-                    iw = iwae_bound(self.model, self.data.test, k=self.cell.iw_k,
-                                    generator=self.stream("likelihood/iwae"), mem_bytes=self.mem_bytes)
+                    iw = iwae_bound(self.model, x, k=self.cell.iw_k, generator=self.stream("likelihood/iwae"),
+                                    mem_bytes=self.mem_bytes, on_batch=lambda f: self.progress(0.95 * f))
             else:
                 iw = {"nll_iw": None, "elbo_iw": None}
             rec = reconstruction(self.model, self.data.test, self.stream("likelihood/rec"), mem_bytes=self.mem_bytes)
@@ -281,14 +297,20 @@ def _reconstruction_at_code(model, x: torch.Tensor, batch: int = 500) -> float:
     return total / len(x)
 
 
+def iw_image_count(cell, n_test: int) -> int:
+    """How many held-out images ``nll_iw`` averages over: the cell's ``iw_images`` (0 = all of them)."""
+    n = int(getattr(cell, "iw_images", 0) or 0)
+    return min(n, n_test) if n > 0 else n_test
+
+
 def score_model(model, data, cell, device: torch.device, *, quiet: bool = True,
-                on_stage: Callable[[str], None] | None = None,
+                on_stage: Callable[..., None] | None = None,
                 mem_bytes: int | None = None) -> tuple[dict, dict, dict]:
     """Every registered metric for one trained model. Returns (metrics, notes, timing in seconds).
 
     A metric that returns None does not apply to this cell (or, for the density metrics, to its prior)
     and is left out of the record. ``on_stage(name)`` is called as each expensive stage starts
-    (``sample``, ``fidelity``, ...). ``mem_bytes`` overrides the batch memory bound (no number changes).
+    (``sample``, ``fidelity``, ...), and ``on_stage(name, fraction)`` as long ones progress. ``mem_bytes`` overrides the batch memory bound (no number changes).
     """
     ctx = ScoreContext(model, data, cell, device, quiet=quiet, on_stage=on_stage, mem_bytes=mem_bytes)
     metrics: dict[str, float] = {}
