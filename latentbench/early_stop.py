@@ -31,12 +31,19 @@ class EarlyStopping:
     """
 
     def __init__(self, patience: int, module: nn.Module | None = None, best: float | None = None,
-                 bad: int = 0) -> None:
+                 bad: int = 0, best_state: dict[str, torch.Tensor] | None = None) -> None:
         self.patience = int(patience)
         self.module = module
         self.best = math.inf if best is None else float(best)
         self.bad = int(bad)
-        self._state: dict[str, torch.Tensor] | None = None
+        # the best weights of a run resumed from a checkpoint (saved with it), else filled on improvement
+        self._state: dict[str, torch.Tensor] | None = (
+            None if best_state is None else {k: v.detach().clone() for k, v in best_state.items()})
+
+    @property
+    def best_state(self) -> dict[str, torch.Tensor] | None:
+        """The best weights kept so far (None before the first step or without a module)."""
+        return self._state
 
     def step(self, loss: float) -> bool:
         """Record one held-out ``loss``; True means stop now."""

@@ -147,8 +147,6 @@ def test_a_run_resumed_before_its_best_epoch_ends_with_the_same_weights(tiny_cel
     assert _same(_weights(a), _weights(b), atol=1e-6)  # as test_model's resume test
 
 
-@pytest.mark.xfail(strict=True, reason="a checkpoint keeps the best ELBO and the bad-epoch count but not the best "
-                   "weights, so a run resumed at or after its best epoch stops with its last weights")
 @pytest.mark.parametrize("interrupt_after", [BEST, BEST + 1], ids=["at-the-best", "after-the-best"])
 def test_a_run_resumed_after_its_best_epoch_ends_with_the_same_weights(tiny_cell, cpu, tmp_path, monkeypatch,
                                                                        interrupt_after):

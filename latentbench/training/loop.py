@@ -135,7 +135,7 @@ def fit(
         train_s_before = float(state.get("train_s") or 0.0)  # saved by the checkpoint, since a resume
         best = state.get("best_elbo")
         stopper = EarlyStopping(cell.early_stop, model, best=None if best is None else -best,
-                                bad=int(state.get("bad_epochs", 0)))
+                                bad=int(state.get("bad_epochs", 0)), best_state=state.get("best_weights"))
     # ``compile`` True compiles with torch's default mode; a string names the mode ("reduce-overhead"
     # captures CUDA graphs, which suits small launch-bound nets).
     mode = compile if isinstance(compile, str) and compile != "default" else None
@@ -185,6 +185,7 @@ def fit(
             save_checkpoint(checkpoint, model, cell, image_shape, optimizer=opt, epoch=epoch + 1,
                             history=result.history, remedy=remedy, aux_optimizer=aux_opt, extra={"best_elbo": None if math.isinf(stopper.best) else -stopper.best,
                                    "bad_epochs": stopper.bad,
+                                   "best_weights": stopper.best_state if cell.early_stop else None,
                                    "train_s": train_s_before + time.perf_counter() - t0})
         if on_epoch is not None:
             on_epoch(epoch + 1, stats)
