@@ -115,7 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         execute = partial(run_workers, workers=args.workers)
     try:
         summary = run_grid(grid, folder, device, shard=shard, force=args.force, quiet=args.quiet,
-                           command=args.command_line, compile=args.compile, tracker=tracker, execute=execute)
+                           command=args.command_line, compile=args.compile, tracker=tracker, execute=execute,
+                           shared=args.shared_stage)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli.Terminated, exit code 143)
         print(f"\nlatentbench: interrupted; finished cells are saved in {folder}/records. "
               f"Run the same command again to resume.", file=sys.stderr)
@@ -308,7 +309,12 @@ def add_commands(sub) -> None:
     p.add_argument("--name", help="run name (default: the spec's name, or 'default')")
     p.add_argument("--out", help="output folder (default runs/<name>)")
     p.add_argument("--shard", help="i/n: run every n-th cell starting at i (0-based)")
-    p.add_argument("--force", action="store_true", help="recompute finished cells")
+    p.add_argument("--force", action="store_true",
+                   help="recompute finished cells; a shared first stage (OUT/first_stages/<id>/) is reused: delete "
+                        "that folder to retrain it")
+    p.add_argument("--no-shared-stage", dest="shared_stage", action="store_false",
+                   help="train every cell alone, instead of training each first stage (the plain VAE that the vae "
+                        "cell and the ex-post remedies share) once and building those cells on it")
     p.add_argument("--workers", type=int, default=1,
                    help="cells computed at once, each in its own process (default 1)")
     p.add_argument("--track", choices=["mlflow"], help="mirror each cell into an experiment tracker")

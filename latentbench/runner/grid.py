@@ -37,6 +37,7 @@ from latentbench.runner.records import (
     record_origin,
     write_record,
 )
+from latentbench.runner.stages import FirstStage, FirstStageFailed
 from latentbench.spec import Cell, Grid, grid_to_toml, load_grid
 
 
@@ -168,16 +169,80 @@ def _is_oom(exc: BaseException) -> bool:
                             "failed to allocate"))
 
 
+def error_line(exc: BaseException) -> str:
+    """The one-line error a failed cell (or first stage) is recorded with."""
+    if _is_oom(exc):  # CUDA's OutOfMemoryError, MemoryError, or an allocator's RuntimeError
+        first = (str(exc) or type(exc).__name__).strip().splitlines()[0]
+        return f"out of memory: {first}"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
+
+
+def _finished_checkpoint(path: Path, cell: Cell, device: torch.device) -> tuple[Any, dict[str, Any]] | None:
+    """The cell's own finished checkpoint (a run killed while scoring it), as (model, info), or None."""
+    from latentbench.training.checkpoint import CorruptCheckpointError, load_checkpoint
+
+    if not path.is_file():
+        return None
+    try:
+        model, _, payload = load_checkpoint(path, device, expect_cell=cell)
+    except CorruptCheckpointError:  # truncated by a kill: rebuilt from the first stage
+        path.unlink(missing_ok=True)
+        return None
+    return (model, payload["info"]) if payload.get("complete") else None
+
+
+def _shared_model(cell: Cell, stage: FirstStage, claim: str, folder: Path, device: torch.device, data: Any, *,
+                  compile: bool | str, on_epoch: Callable[[int, dict], None] | None, lock: CellLock | None,
+                  prov: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The cell's model built on its first stage: trained here if this run claimed the stage (``mine``),
+    read back if it is ``ready``; a ``failed`` stage fails the cell with the stage's reason."""
+    from latentbench.training.first_stage import fit_on_first_stage
+    from latentbench.training.loop import train_cell
+
+    ckpt = folder / "records" / f"{cell.id}.pt"
+    own = _finished_checkpoint(ckpt, cell, device)
+    if own is not None:
+        return own
+    if claim == "failed":
+        raise FirstStageFailed(stage.reason())
+    trained_s = 0.0
+    if claim == "mine":
+        def guard() -> None:  # nothing more is written once either lease is lost
+            if lock is not None:
+                lock.check()
+            stage.lock.check()
+
+        try:
+            try:
+                _, _, info = train_cell(stage.cell, device, checkpoint=stage.checkpoint, quiet=True, compile=compile,
+                                        data=data, on_epoch=on_epoch, guard=guard)
+            except (KeyboardInterrupt, SystemExit, LeaseLost):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the stage fails, and with it every cell built on it
+                stage.failed(error_line(exc), prov, traceback.format_exc(limit=8))
+                raise FirstStageFailed(stage.reason()) from None
+            stage.finished(info, prov)
+            trained_s = float(info["train_s"])
+        finally:
+            stage.release()
+    model, info = fit_on_first_stage(cell, stage.checkpoint, device, data, stage_id=stage.id, checkpoint=ckpt,
+                                     guard=lock.check if lock is not None else None)
+    return model, {**info, "train_s": trained_s}
+
+
 def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, quiet: bool, compile: bool | str,
              data_cache: dict, on_epoch: Callable[[int, dict], None] | None = None,
-             on_stage: Callable[[str], None] | None = None, lock: CellLock | None = None) -> dict[str, Any]:
+             on_stage: Callable[..., None] | None = None, lock: CellLock | None = None,
+             stage: FirstStage | None = None, claim: str | None = None) -> dict[str, Any]:
     """Train, fit, score and record one cell; a failure becomes a failed record.
 
-    ``on_epoch(epoch, stats)`` follows training and ``on_stage(name)`` the scoring stages. With
+    ``on_epoch(epoch, stats)`` follows training and ``on_stage(name, fraction)`` the scoring stages. With
     ``lock``, checkpoints, the record and the sample snapshot are written only while its lease is still
     this run's (checked after every epoch and before every write; otherwise training stops and the
-    returned record has ``status`` ``lost``). A record that cannot be written (disk full)
-    is returned failed with a one-line error and the grid goes on."""
+    returned record has ``status`` ``lost``). With ``stage`` (the cell's first stage, see
+    :mod:`latentbench.runner.stages`) and ``claim`` (what :meth:`FirstStage.claim` said), the model is
+    the shared first stage's, trained here if ``claim`` is ``mine``. A record that cannot be written
+    (disk full) is returned failed with a one-line error and the grid goes on."""
     from latentbench.score.sampling import sample_snapshot
     from latentbench.score.scorer import score_model
     from latentbench.training.loop import train_cell
@@ -187,19 +252,26 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
     rec_path = folder / "records" / f"{cell.id}.json"
     remove_partial_writes(folder, cell)
     snap = None
+    first_stage = stage.id if stage is not None else None
     try:
         key = (cell.dataset, cell.seed, json.dumps(cell.data, sort_keys=True))
         if key not in data_cache:
             data_cache.clear()
             data_cache[key] = load_data(cell.dataset, seed=cell.seed, **cell.data)
         data = data_cache[key]
-        model, data, info = train_cell(cell, device, checkpoint=folder / "records" / f"{cell.id}.pt",
-                                       quiet=True, compile=compile, data=data, on_epoch=on_epoch,
-                                       guard=lock.check if lock is not None else None)
+        if stage is not None:
+            model, info = _shared_model(cell, stage, claim or "ready", folder, device, data, compile=compile,
+                                        on_epoch=on_epoch, lock=lock, prov=prov)
+        else:
+            model, data, info = train_cell(cell, device, checkpoint=folder / "records" / f"{cell.id}.pt",
+                                           quiet=True, compile=compile, data=data, on_epoch=on_epoch,
+                                           guard=lock.check if lock is not None else None)
+        first_stage = info.get("first_stage")  # None for a cell's own checkpoint from an unshared run
         t = time.perf_counter()
         metrics, notes, timing = score_model(model, data, cell, device, quiet=quiet, on_stage=on_stage)
-        timing = {"train_s": info["train_s"], "expost_s": info["expost_s"], **timing,
-                  "score_s": time.perf_counter() - t}
+        timing = {"train_s": info["train_s"], "expost_s": info["expost_s"],
+                  **({"first_stage_train_s": info["first_stage_train_s"]} if "first_stage_train_s" in info else {}),
+                  **timing, "score_s": time.perf_counter() - t}
         notes.update({"epochs_run": info["epochs_run"], "stopped_early": info["stopped_early"],
                       "final_val_elbo": info["history"][-1]["val_elbo"] if info["history"] else None})
         snap = sample_snapshot(model, data.test, cell.seed)
@@ -208,14 +280,12 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         raise
     except LeaseLost as exc:  # stalled past the lease: another run has the cell now, nothing more is written
         return {**make_record(cell, status="failed", prov=prov), "status": "lost", "error": str(exc)}
+    except FirstStageFailed as exc:  # the same one line in every cell built on the stage
+        rec = make_record(cell, status="failed", error=str(exc), prov=prov)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and the grid goes on
-        if _is_oom(exc):  # CUDA's OutOfMemoryError, MemoryError, or an allocator's RuntimeError
-            first = (str(exc) or type(exc).__name__).strip().splitlines()[0]
-            rec = make_record(cell, status="failed", error=f"out of memory: {first}", prov=prov)
-        else:
-            msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
-            rec = make_record(cell, status="failed", error=msg, prov=prov,
-                              extras={"traceback": traceback.format_exc(limit=8)})
+        extras = None if _is_oom(exc) else {"traceback": traceback.format_exc(limit=8)}
+        rec = make_record(cell, status="failed", error=error_line(exc), prov=prov, extras=extras)
+    rec["first_stage"] = first_stage
     rec["timing"]["total_s"] = time.time() - started
     if lock is not None and not lock.owned():  # stalled past the lease: another run has the cell now
         return {**rec, "status": "lost", "error": f"lease on {cell.id} was taken over by another run"}
@@ -223,7 +293,8 @@ def run_cell(cell: Cell, folder: Path, device: torch.device, *, command: str, qu
         try:
             _save_npz(folder / "records" / f"{cell.id}.samples.npz", snap)
         except UserError as exc:
-            rec = make_record(cell, status="failed", error=str(exc), prov=prov, timing=rec["timing"])
+            rec = {**make_record(cell, status="failed", error=str(exc), prov=prov, timing=rec["timing"]),
+                   "first_stage": first_stage}
     try:
         write_record(rec_path, rec)
     except UserError as exc:  # disk full, folder gone read-only: this cell fails, the grid goes on
@@ -241,12 +312,14 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
 
 def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, *, force: bool = False,
                  command: str = "", compile: bool | str = False, data_cache: dict | None = None,
-                 tracker: Any = None, since: float | None = None,
-                 token: str | None = None) -> tuple[str, dict[str, Any] | None]:
+                 tracker: Any = None, since: float | None = None, token: str | None = None,
+                 shared: bool = True) -> tuple[str, dict[str, Any] | None]:
     """Claim ``cell`` through its lease (with owner ``token`` if given) and compute it. Returns (outcome, record): ``done`` or ``failed``
-    with the record; ``skipped`` (finished already) or ``busy`` (another run holds it) with None.
-    ``since`` is the file system's clock when the run started (:func:`fs_clock`): a failed record
-    written after it by a concurrent run is returned as ``failed``, not recomputed.
+    with the record; ``skipped`` (finished already) or ``busy`` (another run holds it, or the first stage
+    it is built on) with None. ``since`` is the file system's clock when the run started
+    (:func:`fs_clock`): a failed record written after it by a concurrent run is returned as ``failed``,
+    not recomputed. ``shared`` builds an ex-post cell (and the ``vae`` cell) on the run folder's shared
+    first stage (:mod:`latentbench.runner.stages`); without it every cell trains its own model.
 
     ``progress`` is told ``start(id, label, token)``, ``epoch``, ``stage`` and ``end``; the grid loop,
     its worker processes and their bars share this one function.
@@ -261,6 +334,8 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
     if (other := failed_meanwhile(rec_path, since)) is not None:
         return "failed", other
     lock = CellLock(rec_path.with_suffix(".lock"), token=token)
+    stage: FirstStage | None = None
+    claim: str | None = None
     try:  # acquire inside the try: a signal right after the claim still releases it
         if not lock.acquire():
             return "busy", None
@@ -268,6 +343,15 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
             return "skipped", None
         if (other := failed_meanwhile(rec_path, since)) is not None:
             return "failed", other
+        if shared:
+            try:
+                stage = FirstStage.of(folder, cell)
+            except UserError:  # a remedy that cannot be built: the cell fails on it as it trains
+                stage = None
+        if stage is not None:  # claimed after the cell: a stage is only ever waited for by a cell's holder
+            claim = stage.claim(since)
+            if claim == "busy":
+                return "busy", None
         if force:  # the old results go first: a kill from here on leaves an unfinished cell, never a record
             for suffix in ("json", "samples.npz", "pt"):  # without the checkpoint it was computed with
                 rec_path.with_name(f"{cell.id}.{suffix}").unlink(missing_ok=True)
@@ -284,7 +368,8 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
         try:
             rec = run_cell(cell, folder, device, command=command, quiet=True, compile=compile,
                            data_cache={} if data_cache is None else data_cache, on_epoch=on_epoch,
-                           on_stage=lambda stage: progress.stage(cell.id, stage), lock=lock)
+                           on_stage=lambda name, fraction=0.0: progress.stage(cell.id, name, fraction), lock=lock,
+                           stage=stage, claim=claim)
         except BaseException:
             if run is not None:
                 run.stopped()
@@ -297,17 +382,22 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
             run.finish(rec, folder)
         return ("done" if rec["status"] == "ok" else "failed"), rec
     finally:
+        if stage is not None:
+            stage.release()
         lock.release()
 
 
 def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int, int] = (0, 1),
              force: bool = False, quiet: bool = False, command: str = "", compile: bool | str = False,
-             tracker: Any = None, execute: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+             tracker: Any = None, execute: Callable[..., dict[str, Any]] | None = None,
+             shared: bool = True) -> dict[str, Any]:
     """Run every cell of ``grid`` in this shard; returns counts and the failed records (``busy``: cells
     this run waited for that another run finished meanwhile). ``tracker`` (see
     :mod:`latentbench.runner.track`) mirrors cells into a tracker; ``execute`` computes the cells to do
     instead of this process (``latentbench run --workers N`` passes
-    :func:`latentbench.runner.workers.run_workers` with ``workers=N``)."""
+    :func:`latentbench.runner.workers.run_workers` with ``workers=N``). ``shared`` (the default) trains
+    each first stage once and builds the ex-post cells on it (:mod:`latentbench.runner.stages`); False
+    trains every cell alone. The feature classifier of each dataset is trained before the first cell."""
     folder = Path(folder)
     (folder / "records").mkdir(parents=True, exist_ok=True)
     cells = shard_cells(grid.cells(), shard)
@@ -317,6 +407,7 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
     pending = {c.id for c in todo}
     tidy_finished(folder, [c for c in cells if c.id not in pending])
     t0 = time.time()
+    prepare_features(todo, device, quiet=quiet)
     if tracker is not None:
         from latentbench.runner.track import guarded
 
@@ -325,7 +416,7 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
             tracker = None  # the store is unreachable: the grid goes on untracked
     if execute is not None:
         counts = execute(todo, folder, device, name=grid.name, force=force, quiet=quiet, command=command,
-                         compile=compile, tracker=tracker, since=since)
+                         compile=compile, tracker=tracker, since=since, shared=shared)
     else:
         counts = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
         data_cache: dict = {}
@@ -339,7 +430,7 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
                 for cell in pending:
                     outcome, rec = attempt_cell(cell, folder, device, progress, force=force and first,
                                                 command=command, compile=compile, data_cache=data_cache,
-                                                tracker=tracker, since=since)
+                                                tracker=tracker, since=since, shared=shared)
                     if outcome == "busy":
                         busy.append(cell)
                         waited.add(cell.id)
@@ -354,13 +445,34 @@ def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int
                     else:
                         counts[outcome] += 1
                 if busy and first:
-                    progress.write(f"latentbench: waiting for {len(busy)} cell(s) held by other runs "
-                                   f"(a dead run's lease expires within {lease_seconds():.0f}s)")
+                    progress.write(f"latentbench: waiting for {len(busy)} cell(s) held by other runs, or built "
+                                   f"on a first stage another run trains (a dead run's lease expires within "
+                                   f"{lease_seconds():.0f}s)")
                 pending, first = busy, False
         finally:
             progress.close()
     counts["skipped"] += len(cells) - len(todo)
     return {"cells": len(cells), **counts, "seconds": time.time() - t0}
+
+
+def prepare_features(cells: list[Cell], device: torch.device, *, quiet: bool = False) -> None:
+    """Train the domain feature classifier of each dataset the cells score with (once, cached on disk)
+    before the first cell, with its own progress bar, instead of inside the first cell's scoring."""
+    from latentbench.score.features import ensure_classifier
+
+    seen = set()
+    for cell in cells:
+        key = (cell.dataset, cell.seed, json.dumps(cell.data, sort_keys=True))
+        if cell.features != "domain" or key in seen:
+            continue
+        seen.add(key)
+        try:
+            ensure_classifier(load_data(cell.dataset, seed=cell.seed, **cell.data), device, quiet=quiet,
+                              announce=not quiet)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:  # noqa: BLE001 - the cell's scoring meets the same problem and records it
+            continue
 
 
 def save_grid(grid: Grid, folder: Path) -> Path:

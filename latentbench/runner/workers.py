@@ -69,8 +69,8 @@ class _PipeProgress:
     def epoch(self, cell_id: str, epoch: int, epochs: int) -> None:
         self._send(("epoch", cell_id, epoch, epochs))
 
-    def stage(self, cell_id: str, stage: str) -> None:
-        self._send(("stage", cell_id, stage))
+    def stage(self, cell_id: str, stage: str, fraction: float = 0.0) -> None:
+        self._send(("stage", cell_id, stage, fraction))
 
     def write(self, message: str) -> None:
         self._send(("write", message))
@@ -187,13 +187,15 @@ class _Queue:
 
 def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, workers: int, name: str = "grid",
                 force: bool = False, quiet: bool = False, command: str = "", compile: bool | str = False,
-                tracker: Any = None, since: float | None = None) -> dict[str, Any]:
+                tracker: Any = None, since: float | None = None, shared: bool = True) -> dict[str, Any]:
     """Compute ``cells`` in ``workers`` processes; returns the counts of :func:`run_grid`.
 
-    ``since`` is passed on to :func:`~latentbench.runner.grid.attempt_cell`."""
+    ``since`` and ``shared`` are passed on to :func:`~latentbench.runner.grid.attempt_cell`: a cell whose
+    first stage another worker trains comes back ``busy`` and is handed out again after a pause, while
+    the worker takes the next cell."""
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers) if device.type == "cpu" else None
-    args = (str(folder), str(device), {"command": command, "compile": compile, "since": since}, tracker, threads)
+    args = (str(folder), str(device), {"command": command, "compile": compile, "since": since, "shared": shared}, tracker, threads)
     queue = _Queue(cells, force)
     counts: dict[str, Any] = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
     progress = GridProgress(name, len(cells), quiet=quiet)
@@ -219,8 +221,9 @@ def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, worker
                     slots.append(_Slot(ctx, len(slots), args))
             if queue.held and not queue.fresh and not waiting_said:
                 waiting_said = True
-                progress.write(f"latentbench: waiting for {len(queue.held)} cell(s) held by other runs "
-                               f"(a dead run's lease expires within {lease_seconds():.0f}s)")
+                progress.write(f"latentbench: waiting for {len(queue.held)} cell(s) held by other runs, or built "
+                               f"on a first stage another worker or run trains (a dead run's lease expires "
+                               f"within {lease_seconds():.0f}s)")
         if queue:
             raise UserError(f"the worker processes exited before the grid was done ({len(queue.fresh)} cells "
                             "left); run without --workers to see why")
