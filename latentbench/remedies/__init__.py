@@ -97,7 +97,7 @@ class Remedy:
         codes = getattr(self.params, "codes", None)
         if codes is None:
             return "mean" if self.deterministic else "sample"
-        return codes  # type: ignore[no-any-return]
+        return codes
 
     def setup(self, model: nn.Module) -> None:
         """Called once by ``build_model`` with the untrained VAE; a remedy that owns networks builds them

@@ -17,8 +17,10 @@ an integral float where an int is declared becomes that int); an unknown name or
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -147,7 +149,8 @@ def params_from_dict(owner: str, defaults: Mapping[str, Any]) -> type:
     Its fields take any value, as that API did (such a remedy casts what it reads), except ``codes``,
     which is an :data:`~latentbench.priors.base.ExpostCodes`. Instances also answer ``params["df"]``."""
     spec = [(name, ExpostCodes if name == "codes" else Any,
-             dataclasses.field(default_factory=lambda v=value: v) if isinstance(value, (list, dict, set))
+             dataclasses.field(default_factory=functools.partial(copy.deepcopy, value))
+             if isinstance(value, (list, dict, set))
              else dataclasses.field(default=value))
             for name, value in defaults.items()]
     return dataclasses.make_dataclass(f"{owner}Params", spec, frozen=True, namespace={"__getitem__": _getitem})

@@ -8,6 +8,7 @@ Carlo, as for every prior without a closed form.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,14 +41,16 @@ class StudentTPrior(Prior):
 
 
 class StudentTRemedy(Remedy):
-    """Learned-scale Student-t prior (Takahashi et al. 2018)."""
+    """Learned-scale Student-t prior, heavy tails (Takahashi et al. 2018) [plugin]."""
 
     name = "studentt_prior"
-    description = "Learned-scale Student-t prior, heavy tails (Takahashi et al. 2018) [plugin]"
-    params = {"df": 3.0}
+
+    @dataclass(frozen=True)
+    class Params:
+        df: float = 3.0  # degrees of freedom nu; a spec's `df = 5` arrives here as 5.0
 
     def build_prior(self, latent, image_shape):
-        return StudentTPrior(latent, float(self.p["df"]))
+        return StudentTPrior(latent, self.params.df)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
