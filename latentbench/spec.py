@@ -14,6 +14,9 @@ and tables for the sub-parameters::
     [score]   # n_samples, iw_k, iw_images, features
     [remedy.beta_vae]
     beta = 4.0
+    [[subgrid]]   # more cells with the same settings: these remedies at these latents (and every seed)
+    remedies = ["vae", "expost_gmm"]
+    latents = ["8x8x64"]
 
 Unknown keys, wrong types and invalid TOML fail with one line naming the key (and table) or line.
 """
@@ -194,7 +197,9 @@ def validate_cell(cell: Cell) -> None:
 
 @dataclass
 class Grid:
-    """Remedies x latent sizes x seeds over one shared cell template."""
+    """Remedies x latent sizes x seeds over one shared cell template, plus ``subgrids``: more
+    (remedies x latents) blocks over the same seeds and settings (a board that runs every remedy at
+    some latents and a few at others)."""
 
     name: str = "default"
     remedies: list[str] = field(default_factory=list)
@@ -202,17 +207,25 @@ class Grid:
     seeds: list[int] = field(default_factory=lambda: [0])
     base: dict[str, Any] = field(default_factory=dict)
     remedy_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subgrids: list[dict[str, list[str]]] = field(default_factory=list)
 
     def cells(self) -> list[Cell]:
-        out = []
-        for remedy in self.remedies:
-            for latent in self.latents:
-                for seed in self.seeds:
-                    params = dict(self.remedy_params.get(remedy, {}))
-                    out.append(
-                        Cell(**self.base, remedy=remedy, latent=latent, seed=seed, remedy_params=params)
-                    )
+        out, seen = [], set()
+        blocks = [(self.remedies, self.latents)] + [(b["remedies"], b["latents"]) for b in self.subgrids]
+        for remedies, latents in blocks:
+            for remedy in remedies:
+                for latent in latents:
+                    for seed in self.seeds:
+                        params = dict(self.remedy_params.get(remedy, {}))
+                        cell = Cell(**self.base, remedy=remedy, latent=latent, seed=seed, remedy_params=params)
+                        if cell.id not in seen:
+                            seen.add(cell.id)
+                            out.append(cell)
         return out
+
+    def all_remedies(self) -> list[str]:
+        """Every remedy of the grid and its subgrids, each once, in order."""
+        return list(dict.fromkeys([*self.remedies, *(r for b in self.subgrids for r in b["remedies"])]))
 
 
 # ---- TOML -------------------------------------------------------------------------------------
@@ -220,7 +233,7 @@ _TOP_GRID = {"name": str, "remedies": list, "latents": list, "seeds": list}
 _TOP_CELL = {f.name: field_type(f) for f in cell_fields("top")}
 _SCORE = {f.name: field_type(f) for f in cell_fields("score")}
 _TABLE_FIELDS = tuple(f.name for f in cell_fields("table"))
-_TABLES = (*_TABLE_FIELDS, "score", "remedy")
+_TABLES = (*_TABLE_FIELDS, "score", "remedy", "subgrid")
 
 
 def _type_name(t: type) -> str:
@@ -272,6 +285,19 @@ def grid_from_dict(d: dict[str, Any], src: str = "spec") -> Grid:
             table = _check(key, value, dict, "the top level", src)
             for name, params in table.items():
                 grid.remedy_params[name] = dict(_check(name, params, dict, "[remedy]", src))
+        elif key == "subgrid":
+            for block in _check(key, value, list, "the top level", src):
+                block = _check(key, block, dict, "[[subgrid]]", src)
+                for k in block:
+                    if k not in ("remedies", "latents"):
+                        raise _unknown(k, ["remedies", "latents"], "[[subgrid]]", src)
+                if set(block) != {"remedies", "latents"}:
+                    raise UserError(f"{src}: a [[subgrid]] needs both remedies and latents")
+                grid.subgrids.append({
+                    "remedies": [_check("remedies", v, str, "[[subgrid]]", src)
+                                 for v in _check("remedies", block["remedies"], list, "[[subgrid]]", src)],
+                    "latents": [str(LatentShape.parse(_check("latents", v, str, "[[subgrid]]", src)))
+                                for v in _check("latents", block["latents"], list, "[[subgrid]]", src)]})
         else:
             raise _unknown(key, top_known, "the top level", src)
     grid.base = base
@@ -330,4 +356,6 @@ def grid_to_toml(grid: Grid) -> str:
         if params:
             lines.append(f"\n[remedy.{rname}]")
             lines += [f"{k} = {val(v)}" for k, v in params.items()]
+    for block in grid.subgrids:
+        lines += ["\n[[subgrid]]", f"remedies = {val(block['remedies'])}", f"latents = {val(block['latents'])}"]
     return "\n".join(lines) + "\n"

@@ -237,3 +237,27 @@ def test_a_typo_in_a_remedy_table_of_the_spec_is_caught(tmp_path, capsys):
     assert main(["run", str(spec), "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "unknown remedy 'vaee'; did you mean 'vae'?" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_subgrid_adds_its_remedies_at_its_latents_and_round_trips(tmp_path):
+    from latentbench.cli import build_parser
+    from latentbench.cli.run import build_grid
+    from latentbench.errors import UserError
+    from latentbench.spec import grid_from_dict, grid_to_toml, tomllib
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('remedies = ["vae", "beta_vae"]\nlatents = ["2"]\nseeds = [0, 1]\n'
+                    '[[subgrid]]\nremedies = ["vae", "expost_gmm"]\nlatents = ["4"]\n')
+    g = load_grid(spec)
+    cells = {(c.remedy, c.latent, c.seed) for c in g.cells()}
+    assert len(g.cells()) == len(cells) == 8
+    assert ("expost_gmm", "4", 1) in cells and ("beta_vae", "4", 0) not in cells
+    assert [c.id for c in grid_from_dict(tomllib.loads(grid_to_toml(g))).cells()] == [c.id for c in g.cells()]
+    parse = build_parser().parse_args
+    assert len(build_grid(parse(["run", str(spec), "--remedies", "vae"])).cells()) == 2  # the flags' grid only
+    spec.write_text('remedies = ["vae"]\nlatents = ["2"]\n[[subgrid]]\nremedies = ["vae"]\n')
+    with pytest.raises(UserError, match="needs both remedies and latents"):
+        load_grid(spec)
+    spec.write_text('remedies = ["vae"]\nlatents = ["2"]\n[[subgrid]]\nremedies = ["vae"]\nlatent = ["4"]\n')
+    with pytest.raises(UserError, match="unknown key 'latent' in \\[\\[subgrid\\]\\]"):
+        load_grid(spec)

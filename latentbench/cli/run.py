@@ -49,6 +49,8 @@ def build_grid(args: argparse.Namespace):
     if "data" in over:
         over["data"] = {**grid.base.get("data", {}), **over["data"]}
     grid.base.update(over)
+    if args.remedies or args.latents:  # the grid given on the command line: the spec's subgrids go
+        grid.subgrids = []
     if args.remedies:
         grid.remedies = _csv(args.remedies)
     if args.latents:
@@ -65,7 +67,7 @@ def build_grid(args: argparse.Namespace):
     elif not args.spec and getattr(args, "out", None):
         # a grid from flags alone takes its output folder's name (the progress bar, MLflow's experiment)
         grid.name = Path(args.out).resolve().name or grid.name
-    for r in [*grid.remedies, *grid.remedy_params]:
+    for r in [*grid.all_remedies(), *grid.remedy_params]:
         REMEDIES.get(r)  # unknown names (also in [remedy.NAME] tables) fail before any work starts
     if not grid.remedies or not grid.latents or not grid.seeds:
         raise UserError("the grid is empty: give at least one remedy, latent size and seed")
