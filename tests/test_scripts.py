@@ -16,3 +16,18 @@ def test_bench_gpu_runs_on_the_cpu_and_prints_ratios():
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "ratio harness fp32 / fastest plain" in out.stdout and "plain bf16" in out.stdout
+
+
+
+@pytest.mark.slow
+def test_bench_shared_stage_prints_the_ratio_of_each_grid_on_a_tiny_grid(tmp_path):
+    import os
+
+    tiny = "--remedies vae,expost_gmm,expost_gaussian --latents 2 --epochs 1 --n-samples 100 --iw-k 4"
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_shared_stage.py"), "--spec", "default",
+                          "--spec", "baselines/digits.toml", "--args", tiny],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         env={**os.environ, "LATENTBENCH_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ratio shared / alone") == 2 and "baselines/digits.toml:" in out.stdout
+    assert "0.0 s in ex-post cells) vs" in out.stdout  # the ex-post cells spent no time training
