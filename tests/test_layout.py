@@ -6,8 +6,8 @@ from pathlib import Path
 PKG = Path(__file__).parents[1] / "latentbench"
 
 # The rooms in data-flow order; a module may import from its own room and from rooms before it.
-ROOMS = ["ground", "data", "nets", "priors", "remedies", "model", "external", "training", "score", "runner", "report",
-         "tune", "api", "cli"]
+ROOMS = ["ground", "data", "nets", "priors", "remedies", "model", "external", "training", "score", "results", "runner",
+         "report", "tune", "api", "cli"]
 GROUND = {"errors", "latent", "registry", "spec", "atomic", "device", "early_stop", "streams", "fitting",
           "catalog", "__init__", "__main__"}
 

@@ -1,16 +1,13 @@
-"""Records: one JSON file per grid cell, the only thing leaderboards read.
+"""Records as the runner writes them: provenance, the re-score rules, and the dict API of the grid.
 
-``{"schema": 1, "status": "ok"|"failed", "error": null|str, "cell": {...}, "metrics": {...},
-"notes": {...}, "timing": {...}, "provenance": {...}, "origin": "run"|"score"}``. Written atomically;
-a newer schema than this latentbench knows is refused with one line naming the version (by ``run`` as
-by ``leaderboard``: it is never recomputed over); a record without a valid cell, status or metrics is
-corrupt, never "finished". ``origin`` says which command wrote it: only ``run`` records count as a
-grid's cells (records before the field are told apart by their ``provenance.command``).
+The record itself (:class:`~latentbench.results.Record`, its :class:`~latentbench.results.Outcome`,
+the schema, reading and checking) is ``latentbench.results``; this module builds a cell's record with
+the provenance of the run writing it, and keeps ``make_record`` / ``read_record`` / ``read_records``
+returning the JSON object (a dict) for the grid and its workers. Written atomically, sorted, as always.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -18,20 +15,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latentbench.atomic import atomic_write_text
 from latentbench.errors import UserError
+from latentbench.results import (  # noqa: F401 - the names the grid and its workers import from here
+    RECORD_SCHEMA,
+    STATUSES,
+    CorruptRecordError,
+    NewerRecordError,
+    Outcome,
+    Record,
+    read_record_json,
+    record_files,
+    record_origin,
+    upgrade,
+    write_record,
+)
+from latentbench.results import read_record as read_typed_record
+from latentbench.results import read_records as read_typed_records
 from latentbench.spec import Cell
-
-RECORD_SCHEMA = 1
-STATUSES = ("ok", "failed")
-
-
-class NewerRecordError(UserError):
-    """A record written by a newer latentbench: refused everywhere, never overwritten."""
-
-
-class CorruptRecordError(UserError):
-    """A file where a record should be that is not a valid record."""
 
 
 def git_hash() -> str | None:
@@ -72,110 +72,22 @@ def provenance(device, command: str, started_at: float) -> dict[str, Any]:
 def make_record(cell, *, status: str, metrics: dict | None = None, notes: dict | None = None,
                 timing: dict | None = None, error: str | None = None, prov: dict | None = None,
                 extras: dict | None = None, origin: str = "run") -> dict[str, Any]:
-    """A record for ``cell``; ``origin`` is the command writing it (``run`` or ``score``)."""
-    return {
-        "schema": RECORD_SCHEMA,
-        "id": cell.id,
-        "status": status,
-        "error": error,
-        "cell": cell.to_dict(),
-        "metrics": metrics or {},
-        "notes": notes or {},
-        "timing": timing or {},
-        "provenance": prov or {},
-        "origin": origin,
-        **({"extras": extras} if extras else {}),
-    }
-
-
-def write_record(path: str | Path, record: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, allow_nan=True) + "\n")
-
-
-def record_origin(record: dict[str, Any]) -> str:
-    """``run`` or ``score``: the command that wrote the record (inferred for records before the field)."""
-    if record.get("origin") in ("run", "score"):
-        return record["origin"]
-    words = str((record.get("provenance") or {}).get("command") or "").split()
-    return "score" if len(words) > 1 and words[1] == "score" else "run"
-
-
-def _corrupt(path: Path, why: str) -> CorruptRecordError:
-    return CorruptRecordError(f"{path}: corrupt record ({why}); fix or delete it, or pass --skip-bad")
-
-
-def upgrade(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Read records of older schemas (none so far below 1); refuse newer ones; reject corrupt ones."""
-    schema = record.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        raise _corrupt(path, "no schema field: not a latentbench record")
-    if schema > RECORD_SCHEMA:
-        raise NewerRecordError(f"{path}: record schema {schema} is newer than this latentbench reads "
-                               f"({RECORD_SCHEMA}); upgrade latentbench")
-    if record.get("status") not in STATUSES:
-        raise _corrupt(path, f"status must be one of {', '.join(STATUSES)}, got {record.get('status')!r}")
-    if not isinstance(record.get("cell"), dict):
-        raise _corrupt(path, "no cell")
-    for key in ("metrics", "notes", "timing", "provenance"):
-        if not isinstance(record.get(key, {}), dict):
-            raise _corrupt(path, f"{key!r} is not a table")
-    for key in ("data", "net", "remedy_params"):
-        if not isinstance(record["cell"].get(key, {}), dict):
-            raise _corrupt(path, f"cell.{key} is not a table")
-    for name, value in record.get("metrics", {}).items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise _corrupt(path, f"metric {name!r} is not a number: {value!r}")
-    try:
-        cell = Cell.from_dict(record["cell"])
-        ids = (cell.id, cell.legacy_id)
-    except (TypeError, ValueError, AttributeError, KeyError, UserError) as exc:
-        raise _corrupt(path, f"bad cell: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if record.get("id", cell.id) not in ids:
-        raise _corrupt(path, f"its id {record.get('id')!r} is not its cell's ({cell.id})")
-    if record.get("id") == cell.legacy_id != cell.id:  # written while the data's location was part of the id
-        record["id"] = cell.id
-    return record
+    """The JSON object of a new record for ``cell`` (:meth:`Record.for_cell`); ``origin`` is the command
+    writing it (``run`` or ``score``)."""
+    return Record.for_cell(cell, status=status, metrics=metrics, notes=notes, timing=timing, error=error,
+                           provenance=prov, extras=extras, origin=origin).to_json()
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: corrupt record ({type(exc).__name__}: {exc}); fix or delete it, or pass --skip-bad") from None
-    if not isinstance(rec, dict):
-        raise UserError(f"{path}: corrupt record (not a JSON object); fix or delete it, or pass --skip-bad")
-    return upgrade(rec, path)
-
-
-def record_files(folder: Path) -> list[Path]:
-    sub = folder / "records"
-    base = sub if sub.is_dir() else folder
-    return sorted(p for p in base.glob("*.json") if not p.name.startswith("."))
+    """The checked JSON object of the record at ``path`` (``latentbench.results.read_record`` gives the
+    :class:`Record`)."""
+    return read_record_json(path)
 
 
 def read_records(folders: list[str | Path], skip_bad: bool = False) -> list[dict[str, Any]]:
-    """All records under the given run or leaderboard folders (``DIR/records/*.json`` or ``DIR/*.json``)."""
-    out: list[dict[str, Any]] = []
-    for folder in map(Path, folders):
-        if not folder.exists():
-            raise UserError(f"no such folder: {folder}")
-        files = record_files(folder)
-        if not files:
-            raise UserError(f"{folder}: no records found (expected {folder}/records/*.json); run `latentbench run` first")
-        for f in files:
-            try:
-                rec = read_record(f)
-            except UserError as exc:
-                if not skip_bad:
-                    raise
-                import sys
-
-                print(f"latentbench: warning: skipped {exc}", file=sys.stderr)
-                continue
-            rec["_path"] = str(f)
-            out.append(rec)
-    return out
+    """The JSON objects of every record under the folders, each with its ``_path``
+    (``latentbench.results.read_records`` gives the :class:`Record` s)."""
+    return [{**r.to_json(), "_path": str(r.path)} for r in read_typed_records(folders, skip_bad=skip_bad)]
 
 
 def rescore_path(checkpoint: Path, cell: Cell, complete: bool, epoch: int | None) -> Path:
@@ -213,7 +125,7 @@ def refuse_overwrite(path: Path) -> None:
     if not path.is_file():
         return
     try:
-        rec = read_record(path)
+        rec = read_typed_record(path)
     except NewerRecordError:
         raise
     except UserError:
