@@ -16,7 +16,6 @@ import json
 import os
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentbench.atomic import atomic_write_bytes, atomic_write_text, write_error
+from latentbench.atomic import atomic_write_bytes, atomic_write_text
 from latentbench.data import load_data
 from latentbench.errors import UserError
-from latentbench.runner.locks import CellLock, LeaseLost, lease_seconds
+from latentbench.runner.locks import CellLock, LeaseLost, fs_clock, lease_seconds, written_since
 from latentbench.runner.progress import GridProgress, cell_label
 from latentbench.runner.records import (
     NewerRecordError,
@@ -89,32 +88,6 @@ def failed_meanwhile(path: Path, since: float | None) -> dict[str, Any] | None:
     except (UserError, OSError):
         pass
     return None
-
-
-def written_since(path: Path, since: float | None) -> bool:
-    """Whether ``path`` was written after ``since`` (the file system's clock when this run started) and
-    not in the future: a file whose mtime is ahead of the file system's clock now (a skewed host clock)
-    was not written meanwhile, and is judged as old."""
-    if since is None:
-        return False
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return False
-    return since <= mtime <= fs_clock(path.parent) + 1.0
-
-
-def fs_clock(folder: Path) -> float:
-    """The file system's clock now (the mtime of a file created in ``folder``), for comparing mtimes
-    written by other hosts."""
-    probe = Path(folder) / f".tmp-clock.{uuid.uuid4().hex}"
-    try:
-        with open(probe, "xb") as f:
-            return os.fstat(f.fileno()).st_mtime
-    except OSError as exc:
-        raise write_error(probe.parent, exc) from None
-    finally:
-        probe.unlink(missing_ok=True)
 
 
 # a cell's files, ``<cell-id>.<suffix>``, written through latentbench.atomic (temp name ``.tmp-<name>.<random>``)
@@ -219,7 +192,7 @@ def _shared_model(cell: Cell, stage: FirstStage, claim: str, folder: Path, devic
             except (KeyboardInterrupt, SystemExit, LeaseLost):
                 raise
             except Exception as exc:  # noqa: BLE001 - the stage fails, and with it every cell built on it
-                stage.failed(error_line(exc), prov, traceback.format_exc(limit=8))
+                stage.failed(error_line(exc).splitlines()[0], prov, traceback.format_exc(limit=8))
                 raise FirstStageFailed(stage.reason()) from None
             stage.finished(info, prov)
             trained_s = float(info["train_s"])

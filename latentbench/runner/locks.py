@@ -240,3 +240,29 @@ class CellLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def written_since(path: Path, since: float | None) -> bool:
+    """Whether ``path`` was written after ``since`` (the file system's clock when this run started) and
+    not in the future: a file whose mtime is ahead of the file system's clock now (a skewed host clock)
+    was not written meanwhile, and is judged as old."""
+    if since is None:
+        return False
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    return since <= mtime <= fs_clock(path.parent) + 1.0
+
+
+def fs_clock(folder: Path) -> float:
+    """The file system's clock now (the mtime of a file created in ``folder``), for comparing mtimes
+    written by other hosts."""
+    probe = Path(folder) / f".tmp-clock.{uuid.uuid4().hex}"
+    try:
+        with open(probe, "xb") as f:
+            return os.fstat(f.fileno()).st_mtime
+    except OSError as exc:
+        raise write_error(probe.parent, exc) from None
+    finally:
+        probe.unlink(missing_ok=True)

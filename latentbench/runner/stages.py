@@ -26,7 +26,7 @@ from typing import Any
 
 from latentbench.atomic import atomic_write_text
 from latentbench.errors import UserError
-from latentbench.runner.locks import CellLock
+from latentbench.runner.locks import CellLock, written_since
 from latentbench.spec import Cell
 from latentbench.training.first_stage import first_stage_cell, first_stage_id
 
@@ -69,8 +69,6 @@ class FirstStage:
     def state(self, since: float | None) -> str | None:
         """``ready`` (trained), ``failed`` (failed since this run started at ``since``, the file system's
         clock), or None (to be trained: never tried, unfinished, or failed before this run)."""
-        from latentbench.runner.grid import written_since
-
         rec = self.outcome()
         if rec is None:
             return None
@@ -79,9 +77,10 @@ class FirstStage:
         return "failed" if written_since(self.status_path, since) else None
 
     def reason(self) -> str:
-        """The one-line reason a dependent cell fails with."""
+        """The one line every dependent cell fails with: the stage's own error first (so that an out of
+        memory or a diverged training reads as such), then which stage it was."""
         rec = self.outcome() or {}
-        return f"first stage {self.id} failed: {rec.get('error') or 'unknown error'}"
+        return f"{rec.get('error') or 'unknown error'} (in first stage {self.id}, shared by this cell)"
 
     # -- claiming ------------------------------------------------------------------------------
     def claim(self, since: float | None) -> str:
