@@ -43,7 +43,7 @@ def test_a_bad_name_device_or_setting_fails_before_the_first_cell(extra, msg, tm
 
 @pytest.mark.parametrize("table,msg", [
     ('[net]\nhidden = "abc"\n', "cannot be built with [net] {'hidden': 'abc'}"),
-    ('[remedy.beta_vae]\nbeta = "abc"\n', "[remedy.beta_vae] {'beta': 'abc'}"),
+    ('[remedy.beta_vae]\nbeta = "abc"\n', "remedy 'beta_vae' parameter 'beta' must be a number, got 'abc'"),
     ('[remedy.vae]\nbetta = 2.0\n', "has no parameter 'betta'"),
     ('[data]\nmax_train = "abc"\n', "max_train"),
     ('[data]\nmax_trian = 500\n', "unknown [data] key 'max_trian'; did you mean 'max_train'?"),
