@@ -150,7 +150,7 @@ def report_run(folder: str | Path) -> str | None:
     from latentbench.report.leaderboard import render
     from latentbench.report.plots import make_plots
     from latentbench.report.tables import records_frame
-    from latentbench.runner.records import read_records
+    from latentbench.results import read_records
 
     folder = Path(folder)
     records = read_records([folder], skip_bad=True)

@@ -61,11 +61,11 @@ class CorruptRecordError(UserError):
     """A file where a record should be that is not a valid record."""
 
 
-# The keys a record holds, in the order the fields below list them; every one but schema, status and
-# cell may be absent from an older record, and stays absent when it is written back.
+# The keys a record holds, in the order the fields below list them; every one but status and cell may be
+# absent from an older record (or a hand-made one), and stays absent when it is written back.
 KEYS = ("schema", "id", "status", "error", "cell", "metrics", "notes", "timing", "provenance", "origin",
         "first_stage", "extras")
-_REQUIRED = ("schema", "status", "cell")
+_REQUIRED = ("status", "cell")
 _UNSET: Any = object()
 
 
@@ -119,8 +119,8 @@ class Record:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
-        """The record of a parsed JSON object. Raises ValueError on one that is not a record (no schema,
-        status or cell); :func:`parse_record` checks the rest and names the file."""
+        """The record of a parsed JSON object. Raises ValueError on one that is not a record (no status or
+        cell); :func:`read_record` checks the rest (the schema, the cell, the metrics) and names the file."""
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise ValueError(f"no {missing[0]} field")

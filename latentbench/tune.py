@@ -277,12 +277,12 @@ def board_cell(board: str | Path | None = None) -> dict[str, Any]:
     path = Path(board) if board else Path(__file__).resolve().parent / "baselines" / "digits.toml"
     if path.is_dir():
         from latentbench.report.compare import split_settings
-        from latentbench.runner.records import read_records
+        from latentbench.results import read_records
 
         groups = split_settings(read_records([path], skip_bad=True))
         if not groups:
             raise UserError(f"--board {path}: no successful records to take the scoring settings from")
-        return groups[0][0]["cell"]
+        return groups[0][0].cell
     if not path.is_file():
         raise UserError(f"--board {path}: not found; give a spec TOML or a run / leaderboard folder")
     cells = load_grid(path).cells()
@@ -322,10 +322,10 @@ def best_grid(study, base, board: dict[str, Any] | None = None):
 def board_differences(grid, board: dict[str, Any]) -> list[str]:
     """'field spec-value (board board-value)' for each setting that keeps the spec's runs from being
     ranked beside the board (see :mod:`latentbench.report.compare`)."""
-    from latentbench.report.compare import settings
+    from latentbench.report.compare import cell_settings
 
-    ours = settings({"cell": grid.cells()[0].to_dict()})
-    theirs = settings({"cell": board})
+    ours = cell_settings(grid.cells()[0].to_dict())
+    theirs = cell_settings(board)
     return [f"{k} {ours[k]} (board {theirs.get(k)})" for k in sorted(ours) if ours[k] != theirs.get(k)]
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from latentbench.errors import UserError
 from latentbench.latent import LatentShape
+from latentbench.results import Record, RecordLike, as_record, as_records
 from latentbench.spec import DATA_LOCATION_KEYS, Cell
 
 CELL_FIELDS_EXEMPT = ("remedy", "remedy_params", "latent", "seed")
@@ -40,18 +42,24 @@ def _show(v: Any) -> str:
 _DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(Cell)}
 
 
-def settings(record: dict[str, Any]) -> dict[str, str]:
+def settings(record: RecordLike) -> dict[str, str]:
     """The settings a record shares with every record it may be ranked with."""
-    cell = {**_DEFAULTS, **record["cell"]}
+    record = as_record(record)
+    return cell_settings(record.cell, record.notes)
+
+
+def cell_settings(cell: Mapping[str, Any], notes: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The settings of a cell (``Cell.to_dict``) scored with ``notes`` (none yet for a cell to run)."""
+    cell = {**_DEFAULTS, **cell}
     if isinstance(cell.get("data"), dict):  # where the data lives is no setting (it changes no number)
         cell["data"] = {k: v for k, v in cell["data"].items() if k not in DATA_LOCATION_KEYS}
     out = {k: _show(v) for k, v in cell.items() if k not in CELL_FIELDS_EXEMPT}
-    notes = record.get("notes", {})
+    notes = notes or {}
     out.update({k: _show(notes.get(k)) for k in SETTING_NOTES})
     return out
 
 
-def _key(record: dict[str, Any]) -> str:
+def _key(record: Record) -> str:
     return json.dumps(settings(record), sort_keys=True)
 
 
@@ -67,31 +75,32 @@ def scope_text(latents: Any, seeds: Any) -> str:
             f"{','.join(str(s) for s in seeds)}")
 
 
-def split_settings(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def split_settings(records: Iterable[RecordLike]) -> list[list[Record]]:
     """The ok records of one folder grouped by settings; the largest group first (ties: the newest)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        if r.get("status") == "ok" and isinstance(r.get("cell"), dict):
+    groups: dict[str, list[Record]] = {}
+    for r in as_records(records):
+        if r.ok:
             groups.setdefault(_key(r), []).append(r)
 
-    def order(g: list[dict[str, Any]]) -> tuple[int, str]:
-        return len(g), max(str(r.get("provenance", {}).get("started_at", "")) for r in g)
+    def order(g: list[Record]) -> tuple[int, str]:
+        return len(g), max(str(r.provenance.get("started_at", "")) for r in g)
 
     return sorted(groups.values(), key=order, reverse=True)
 
 
-def _cells(group: list[dict[str, Any]]) -> tuple[set[str], set[int]]:
-    return {r["cell"]["latent"] for r in group}, {r["cell"]["seed"] for r in group}
+def _cells(group: list[Record]) -> tuple[set[str], set[int]]:
+    return {r.cell["latent"] for r in group}, {r.cell["seed"] for r in group}
 
 
-def setting_differences(ref: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+def setting_differences(ref: list[RecordLike], other: list[RecordLike]) -> list[tuple[str, str, str]]:
     """(field, other's value, reference's value) for each setting on which two uniform groups differ."""
     a, b = settings(ref[0]), settings(other[0])
     return [(k, b.get(k, "(none)"), a.get(k, "(none)")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def differences(ref: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[str]:
+def differences(ref: list[RecordLike], other: list[RecordLike]) -> list[str]:
     """One line per cause that keeps ``other`` from being ranked beside ``ref`` (both uniform groups)."""
+    ref, other = as_records(ref), as_records(other)
     out = [f"{k}: {b} vs {a}" for k, b, a in setting_differences(ref, other)]
     (la, sa), (lb, sb) = _cells(ref), _cells(other)
     if not la & lb:
@@ -102,29 +111,29 @@ def differences(ref: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[
         return out
     per_cell: dict[tuple[str, int], dict[str, set[str]]] = {}
     for r in ref:
-        notes = per_cell.setdefault((r["cell"]["latent"], r["cell"]["seed"]), {})
+        notes = per_cell.setdefault((r.cell["latent"], r.cell["seed"]), {})
         for k in CELL_NOTES:
-            notes.setdefault(k, set()).add(_show(r.get("notes", {}).get(k)))
+            notes.setdefault(k, set()).add(_show(r.notes.get(k)))
     clashes: dict[str, list[str]] = {}
     for r in other:
-        ref_notes = per_cell.get((r["cell"]["latent"], r["cell"]["seed"]))
+        ref_notes = per_cell.get((r.cell["latent"], r.cell["seed"]))
         for k in CELL_NOTES if ref_notes else ():
-            v = _show(r.get("notes", {}).get(k))
+            v = _show(r.notes.get(k))
             if v not in ref_notes[k]:
                 clashes.setdefault(k, []).append(f"{v} vs {', '.join(sorted(ref_notes[k]))} at "
-                                                 f"z={r['cell']['latent']} seed {r['cell']['seed']}")
+                                                 f"z={r.cell['latent']} seed {r.cell['seed']}")
     return [f"{k}: {v[0]}" + (f" (and {len(v) - 1} more cells)" if len(v) > 1 else "") for k, v in clashes.items()]
 
 
-def _variant(main: list[dict[str, Any]], group: list[dict[str, Any]]) -> str:
+def _variant(main: list[Record], group: list[Record]) -> str:
     return ", ".join(f"{k} {b}" for k, b, _ in setting_differences(main, group))
 
 
-def suggest_command(ref_name: str, ref: list[dict[str, Any]], other_name: str, other: list[dict[str, Any]]) -> str:
+def suggest_command(ref_name: str, ref: list[Record], other_name: str, other: list[Record]) -> str:
     """The `latentbench run` command that would make ``other``'s remedies comparable with ``ref``: the
     reference's own command (or its saved grid) with ``--remedies`` and the latent sizes and seeds both
     can share, into a fresh folder."""
-    commands = [r.get("provenance", {}).get("command", "") for r in ref]
+    commands = [r.provenance.get("command", "") for r in ref]
     runs = [c for c in commands if c.startswith("latentbench run")]
     args: list[str] | None = None
     if runs:
@@ -136,7 +145,7 @@ def suggest_command(ref_name: str, ref: list[dict[str, Any]], other_name: str, o
             args = ["latentbench", "run", str(grids[0])]
     if args is None:
         return ""
-    remedies = sorted({r["cell"]["remedy"] for r in other})
+    remedies = sorted({r.remedy for r in other})
     (la, sa), (lb, sb) = _cells(ref), _cells(other)
     args += ["--remedies", ",".join(remedies)]
     if la & lb and la & lb != la:
@@ -170,15 +179,17 @@ def _resolve_spec(arg: str) -> str:
     return str(shipped) if shipped.is_file() else arg
 
 
-def merge_groups(groups: dict[str, list[dict[str, Any]]], allow_mismatch: bool = False) -> list[dict[str, Any]]:
+def merge_groups(groups: Mapping[str, Iterable[RecordLike]], allow_mismatch: bool = False) -> list[Record]:
     """Merge record groups (one per folder) under the fair-comparison guard; the first folder's main
     settings are the reference.
 
     Each folder is split by settings first. A folder holding several settings is refused in one line,
     and a folder whose settings differ from the reference is refused with one line per cause and the
     command that would make it comparable; with ``allow_mismatch`` both are kept, marked as not
-    comparable (``_mismatch``), and never ranked. Comparable groups are restricted to the latent
-    sizes and seeds they all have (``_scope`` says which, when that drops cells).
+    comparable (the ``mismatch`` mark), and never ranked. Comparable groups are restricted to the
+    latent sizes and seeds they all have (the ``scope`` mark says which, when that drops cells). Each
+    record kept is marked (``Record.marks``) with its ``source`` folder, ``variant``, ``mismatch`` and
+    ``scope``.
     """
     names = list(groups)
     split = {name: split_settings(groups[name]) for name in names}
@@ -186,7 +197,7 @@ def merge_groups(groups: dict[str, list[dict[str, Any]]], allow_mismatch: bool =
     if not split[ref_name]:
         return []
     ref = split[ref_name][0]
-    parts: list[tuple[str, list[dict[str, Any]], str, list[str]]] = []  # (folder, group, variant, causes)
+    parts: list[tuple[str, list[Record], str, list[str]]] = []  # (folder, group, variant, causes)
     for name in names:
         for i, group in enumerate(split[name]):
             variant = _variant(split[name][0], group) if i else ""
@@ -214,12 +225,11 @@ def merge_groups(groups: dict[str, list[dict[str, Any]]], allow_mismatch: bool =
     out, seen = [], set()
     for name, group, variant, causes in parts:
         for r in group:
-            if not causes and (r["cell"]["latent"] not in latents or r["cell"]["seed"] not in seeds):
+            if not causes and (r.cell["latent"] not in latents or r.cell["seed"] not in seeds):
                 continue
-            if r.get("id") in seen:
+            if r.id in seen:
                 continue  # the same cell published twice
-            seen.add(r.get("id"))
-            r["_source"], r["_variant"], r["_mismatch"] = name, variant, "; ".join(causes)
-            r["_scope"] = scope
+            seen.add(r.id)
+            r.marks.update(source=name, variant=variant, mismatch="; ".join(causes), scope=scope)
             out.append(r)
     return out

@@ -209,7 +209,7 @@ def _contours(prior, z_prior: torch.Tensor, z_post: torch.Tensor, path: Path, su
 def _record_metrics(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The metrics and notes of the record written beside the checkpoint by this scorer version, if any."""
     from latentbench.errors import UserError
-    from latentbench.runner.records import read_record
+    from latentbench.results import read_record
     from latentbench.score.scorer import SCORER_VERSION
 
     path = Path(checkpoint).with_suffix(".json")
@@ -219,9 +219,9 @@ def _record_metrics(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         rec = read_record(path)
     except UserError:
         return {}, {}
-    if rec.get("status") != "ok" or rec.get("notes", {}).get("scorer_version") != SCORER_VERSION:
+    if not rec.ok or rec.notes.get("scorer_version") != SCORER_VERSION:
         return {}, {}
-    return dict(rec.get("metrics", {})), dict(rec.get("notes", {}))
+    return dict(rec.metrics), dict(rec.notes)
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -397,7 +397,7 @@ def diagnose(target: Path, device: torch.device, out: Path | None = None) -> lis
     ``summary.md`` (the verdicts of every record, from the diagnosis where there was one). A folder of
     records without checkpoints (a published board) gets the summary alone."""
     from latentbench.errors import UserError
-    from latentbench.runner.records import read_records
+    from latentbench.results import read_records
 
     target = Path(target)
     if target.is_file():
@@ -406,7 +406,7 @@ def diagnose(target: Path, device: torch.device, out: Path | None = None) -> lis
         raise UserError(f"no such checkpoint or run folder: {target}")
     folder = target / "records" if (target / "records").is_dir() else target
     ckpts = sorted(folder.glob("*.pt"))
-    records = [r for r in read_records([target], skip_bad=True) if r.get("status") == "ok"] \
+    records = [r for r in read_records([target], skip_bad=True) if r.ok] \
         if list(folder.glob("*.json")) else []
     if not ckpts and not records:
         raise UserError(f"{target}: no checkpoints or records found (expected {target}/records/*.pt or *.json)")
@@ -416,8 +416,7 @@ def diagnose(target: Path, device: torch.device, out: Path | None = None) -> lis
         path, cell, m, notes = _diagnose(c, base / c.stem, device)
         reports.append(path)
         done[c.stem] = (cell, m, notes)
-    rows = [done.pop(Path(r["_path"]).stem, None) or (r["cell"], r.get("metrics") or {}, r.get("notes") or {})
-            for r in records]
+    rows = [done.pop(Path(r.path or "").stem, None) or (r.cell, r.metrics or {}, r.notes or {}) for r in records]
     rows += list(done.values())  # checkpoints without a record
     base.mkdir(parents=True, exist_ok=True)
     atomic_write_text(base / "summary.md", summary_markdown(rows))

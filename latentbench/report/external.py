@@ -4,25 +4,13 @@ sample count), marked as external and never ranked with the board's rows."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from latentbench.errors import UserError
-
-SAMPLES_KIND = "samples"
-
-
-def read_external(path: Path) -> dict[str, Any] | None:
-    """The samples record at ``path``, or None when it is not one."""
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(rec, dict) or rec.get("kind") != SAMPLES_KIND or not isinstance(rec.get("metrics"), dict):
-        return None
-    rec["_path"] = str(path)
-    return rec
+from latentbench.results import RecordLike, as_records
+from latentbench.results import read_samples_record as read_external
 
 
 def split_external(paths: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -50,13 +38,13 @@ def _key(dataset: Any, features: Any, n: Any) -> tuple[str, str, int]:
     return str(dataset), str(features), int(n or 0)
 
 
-def board_keys(records: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+def board_keys(records: Iterable[RecordLike]) -> set[tuple[str, str, int]]:
     """(dataset, features, n_prior) of every record of a board."""
-    return {_key(r["cell"].get("dataset"), r["cell"].get("features", "domain"), (r.get("notes") or {}).get("n_prior"))
-            for r in records}
+    return {_key(r.cell.get("dataset"), r.cell.get("features", "domain"), r.notes.get("n_prior"))
+            for r in as_records(records)}
 
 
-def external_markdown(records: list[dict[str, Any]], external: list[dict[str, Any]]) -> tuple[str, list[str]]:
+def external_markdown(records: Iterable[RecordLike], external: list[dict[str, Any]]) -> tuple[str, list[str]]:
     """The markdown section of the external rows that agree with the board, and one note per record that
     does not (naming what differs)."""
     keys = board_keys(records)

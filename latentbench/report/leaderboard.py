@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from latentbench.report.tables import (
     table_notes,
     title,
 )
+from latentbench.results import RecordLike
 
 FORMATS = ("markdown", "csv", "json", "html")
 
@@ -129,7 +131,7 @@ def _json(df: pd.DataFrame, metric: str) -> str:
     return json.dumps(out, indent=1)
 
 
-def render_board(records: list[dict[str, Any]], df: pd.DataFrame, metric: str | None = None,
+def render_board(records: Iterable[RecordLike], df: pd.DataFrame, metric: str | None = None,
                  fmt: str = "markdown", plots_dir: Path | None = None, holes: dict | None = None,
                  brief: bool = False) -> tuple[str, list[Path]]:
     """The leaderboard text and the plots drawn for it: into ``plots_dir`` when given; an html page

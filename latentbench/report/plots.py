@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ import pandas as pd  # noqa: E402
 
 from latentbench.atomic import atomic_write_bytes  # noqa: E402
 from latentbench.registry import METRICS  # noqa: E402
+from latentbench.results import RecordLike, as_records  # noqa: E402
 
 PLOT_METRICS = ("fid_prior", "fid_post", "fid_prior_post", "fid_mu_unit", "hole_fraction", "spec_wide",
                 "spec_narrow", "mean_offset", "sub_spread", "nll_iw", "kl", "active_units", "mmd_latent")
@@ -68,13 +70,14 @@ def _grid_image(images: np.ndarray, ncol: int = 8, fill: float = 1.0) -> np.ndar
     return canvas.squeeze(-1) if c == 1 else canvas
 
 
-def _load_snapshots(records: list[dict]) -> dict[tuple[str, str], dict]:
+def _load_snapshots(records: Iterable[RecordLike]) -> dict[tuple[str, str], dict]:
     out = {}
-    first_seed = min((r["cell"]["seed"] for r in records if r.get("status") == "ok"), default=0)
+    records = as_records(records)
+    first_seed = min((r.cell["seed"] for r in records if r.ok), default=0)
     for r in records:
-        if r.get("status") != "ok" or r["cell"]["seed"] != first_seed:
+        if not r.ok or r.cell["seed"] != first_seed:
             continue
-        p = Path(r.get("_path", "")).with_suffix(".samples.npz")
+        p = Path(r.path or "").with_suffix(".samples.npz")
         if p.is_file():
             try:
                 with np.load(p) as z:
@@ -86,7 +89,7 @@ def _load_snapshots(records: list[dict]) -> dict[tuple[str, str], dict]:
                 print(f"latentbench: warning: skipped the samples in {p} (corrupt: {why}); rerun its cell to "
                       "redraw them", file=sys.stderr)
                 continue
-            out[(r.get("_row", r["cell"]["remedy"]), r["cell"]["latent"])] = snap
+            out[(r.marks.get("row", r.remedy), r.latent)] = snap
     return out
 
 
@@ -98,7 +101,7 @@ def _latents_shown(lats: list[str], most: int = 6) -> list[str]:
     return [lats[i] for i in sorted(set(idx))]
 
 
-def sample_grids(records: list[dict], path: Path) -> Path | None:
+def sample_grids(records: Iterable[RecordLike], path: Path) -> Path | None:
     """Prior and posterior-mixture samples per remedy (rows) at each latent size (column pairs), as
     square 4 x 4 tiles packed edge to edge."""
     snaps = _load_snapshots(records)
@@ -134,7 +137,7 @@ def _order(latents) -> list[str]:
     return sorted(latents, key=lambda s: LatentShape.parse(s).sort_key())
 
 
-def norm_histograms(records: list[dict], path: Path) -> Path | None:
+def norm_histograms(records: Iterable[RecordLike], path: Path) -> Path | None:
     """||z|| / sqrt(D) of prior vs aggregate-posterior samples (the soap bubble): one row per remedy,
     one column per latent size."""
     snaps = _load_snapshots(records)
@@ -182,7 +185,8 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def make_plots(records: list[dict], df: pd.DataFrame, folder: Path, metrics=PLOT_METRICS) -> list[Path]:
+def make_plots(records: Iterable[RecordLike], df: pd.DataFrame, folder: Path, metrics=PLOT_METRICS) -> list[Path]:
+    records = as_records(records)
     folder.mkdir(parents=True, exist_ok=True)
     out = [metric_vs_latent(df, m, folder / f"{m}.png") for m in metrics if m in df.columns]
     for p in (sample_grids(records, folder / "samples.png"), norm_histograms(records, folder / "norms.png")):

@@ -18,8 +18,8 @@ from typing import Any
 from latentbench.atomic import atomic_write_text, write_error
 from latentbench.errors import UserError
 from latentbench.report.compare import split_settings
+from latentbench.results import Record, read_records, record_files
 from latentbench.runner.grid import expected_cells
-from latentbench.runner.records import read_records, record_files, record_origin
 
 
 def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, partial: bool = False,
@@ -32,7 +32,7 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     except ValueError:
         raise UserError(f"bad --name {name!r}: use lowercase letters, digits, '_' and '-'") from None
     # only the grid's own records are its cells: a re-score left in records/ is never published as one
-    records = [r for r in read_records([run_dir]) if record_origin(r) == "run"]
+    records = [r for r in read_records([run_dir]) if r.written_by == "run"]
     groups = split_settings(records)
     if len(groups) > 1:
         from latentbench.report.compare import setting_differences
@@ -41,8 +41,8 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
         raise UserError(f"{run_dir} holds records made with {len(groups)} different settings ({diff}); a board "
                         "has one: publish a folder that holds one run's grid")
     expected = expected_cells(run_dir)
-    by_id = {r["id"]: r for r in records}
-    failed = [r for r in records if r.get("status") != "ok"]
+    by_id = {r.id: r for r in records}
+    failed = [r for r in records if not r.ok]
     missing = [c for cid, c in expected.items() if cid not in by_id]
     if (failed or missing) and not partial:
         raise UserError(f"{run_dir}: {len(failed)} failed and {len(missing)} missing cells of {len(expected) or len(records)}; "
@@ -53,13 +53,13 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     out = dest / name
     if out.exists():
         raise UserError(f"{out} already exists; choose another --name or remove it first")
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.ok]
     df = records_frame(ok)
     if df.empty:  # before anything is created
         raise UserError(f"{run_dir}: no successful records to publish")
     holes = {}
     for r in failed:
-        holes[(r["cell"]["remedy"], r["cell"]["latent"])] = "failed"
+        holes[(r.remedy, r.latent)] = "failed"
     for c in missing:
         holes.setdefault((c.remedy, c.latent), "missing")
     # built in a temp folder beside the destination and renamed into place: never half a board
@@ -89,14 +89,14 @@ def publish(run_dir: Path, name: str, dest: Path = Path("leaderboards"), *, part
     return out
 
 
-def _build(tmp: Path, out: Path, run_dir: Path, name: str, ok: list, df: Any, holes: dict,
-           failed: list, missing: list, metric: str, command: str) -> None:
+def _build(tmp: Path, out: Path, run_dir: Path, name: str, ok: list[Record], df: Any, holes: dict,
+           failed: list[Record], missing: list, metric: str, command: str) -> None:
     """Write the board's files into ``tmp`` (to become ``out``)."""
     from latentbench.report.leaderboard import render
     from latentbench.report.plots import make_plots
 
     (tmp / "records").mkdir()
-    cells = {Path(r["_path"]).name for r in ok + failed}
+    cells = {Path(r.path or "").name for r in ok + failed}
     for f in record_files(Path(run_dir)):
         if f.name not in cells:  # a re-score, not one of the grid's cells
             continue
@@ -109,12 +109,12 @@ def _build(tmp: Path, out: Path, run_dir: Path, name: str, ok: list, df: Any, ho
         (tmp / "grids").mkdir(exist_ok=True)
         shutil.copy2(g, tmp / "grids" / g.name)
     for r in ok:  # the plots read each record's samples beside it
-        r["_path"] = str(tmp / "records" / Path(r["_path"]).name)
+        r.path = tmp / "records" / Path(r.path or "").name
     plots = make_plots(ok, df, tmp)
     metric_cols = [c for c in df.columns if c not in ("row", "mismatch", "command")]
     df[metric_cols].sort_values(["remedy", "latent_dim", "seed"]).to_csv(tmp / "results.csv", index=False)
     tables = render(df, metric, "markdown", holes=holes)
-    run_cmds = sorted({r.get("provenance", {}).get("command", "") for r in ok} - {""})
+    run_cmds = sorted({r.provenance.get("command", "") for r in ok} - {""})
     lines = [f"# latentbench leaderboard: {name}", "",
              "Regenerate the records (same machine, same numbers):", "", "```bash",
              *run_cmds, "```", "",
@@ -135,10 +135,10 @@ def write_index(dest: Path) -> Path:
             "Each folder holds the records it was built from, its tables (README.md), results.csv and plots.", "",
             "| leaderboard | dataset | remedies | latent sizes | seeds | records |", "|---|---|---|---|---|---|"]
     for sub in sorted(p for p in dest.iterdir() if (p / "records").is_dir() and not p.name.startswith(".")):
-        recs = [r for r in read_records([sub], skip_bad=True) if r.get("status") == "ok"]
+        recs = [r for r in read_records([sub], skip_bad=True) if r.ok]
         if not recs:
             continue
-        cells = [r["cell"] for r in recs]
+        cells = [r.cell for r in recs]
         from latentbench.latent import LatentShape
 
         lat = sorted({c["latent"] for c in cells}, key=lambda s: LatentShape.parse(s).sort_key())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -30,6 +31,7 @@ from latentbench.errors import UserError
 from latentbench.latent import LatentShape
 from latentbench.registry import METRICS, Metric
 from latentbench.report.compare import merge_groups
+from latentbench.results import RecordLike, as_records
 
 # The order of the tables in the files (leaderboard.md, a board's README, the html page). Metrics the
 # records do not hold are left out, so scorer v3 boards show the tables they always had and more.
@@ -74,7 +76,7 @@ def is_collapsed(metrics: dict[str, Any], notes: dict[str, Any]) -> bool:
     return bool(notes.get("collapsed")) or metrics.get("sub_dims") == 0
 
 
-def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def records_frame(records: Iterable[RecordLike]) -> pd.DataFrame:
     """One row per ok record: the cell's identity columns plus every metric.
 
     Records that have not been through :func:`~latentbench.report.compare.merge_groups` (one run's
@@ -82,41 +84,42 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     row label: the remedy name, with its parameters when the remedy appears with several, its source
     folder when it comes from several, the settings that set it apart inside its folder, and a dagger
     when it is not comparable. ``collapsed``, ``nll_iw_bound`` and ``floors`` (JSON, {metric: floor})
-    come from the record's notes.
+    come from the record's notes. Each record is marked with its ``row``.
     """
-    if not any("_source" in r for r in records):
+    records = as_records(records)
+    if not any("source" in r.marks for r in records):
         records = merge_groups({"": records}, allow_mismatch=True)
     params: dict[str, set[str]] = {}
     sources: dict[str, set[str]] = {}
     for r in records:
-        if r.get("status") == "ok":
-            rem = r["cell"]["remedy"]
-            params.setdefault(rem, set()).add(json.dumps(r["cell"].get("remedy_params", {}), sort_keys=True))
-            sources.setdefault(rem, set()).add(r.get("_source", ""))
+        if r.ok:
+            rem = r.remedy
+            params.setdefault(rem, set()).add(json.dumps(r.cell.get("remedy_params", {}), sort_keys=True))
+            sources.setdefault(rem, set()).add(r.marks.get("source", ""))
     rows = []
     for r in records:
-        if r.get("status") != "ok":
+        if not r.ok:
             continue
-        c = r["cell"]
-        prov = r.get("provenance", {})
-        notes, metrics = r.get("notes") or {}, r.get("metrics") or {}
+        c = r.cell
+        prov = r.provenance
+        notes, metrics = r.notes or {}, r.metrics or {}
         label = c["remedy"]
         if len(params[c["remedy"]]) > 1:
             label += " (" + (", ".join(f"{k}={v}" for k, v in sorted(c.get("remedy_params", {}).items())) or "defaults") + ")"
         if len(sources[c["remedy"]]) > 1:
-            label += f" [{r.get('_source')}]"
-        if r.get("_variant"):
-            label += f" ({r['_variant']})"
-        if r.get("_mismatch"):
+            label += f" [{r.marks.get('source')}]"
+        if r.marks.get("variant"):
+            label += f" ({r.marks['variant']})"
+        if r.marks.get("mismatch"):
             label += " †"
-        r["_row"] = label
+        r.marks["row"] = label
         floors = record_floors(metrics, notes)
         rows.append({
             "row": label, "remedy": c["remedy"], "latent": c["latent"],
             "latent_dim": LatentShape.parse(c["latent"]).dim, "seed": c["seed"], "dataset": c["dataset"],
             "arch": c["arch"], "epochs": c["epochs"], "version": prov.get("latentbench"),
             "git": _short(prov.get("git_hash")), "scorer": notes.get("scorer_version"),
-            "command": prov.get("command", ""), "mismatch": r.get("_mismatch", ""), "scope": r.get("_scope", ""),
+            "command": prov.get("command", ""), "mismatch": r.marks.get("mismatch", ""), "scope": r.marks.get("scope", ""),
             "collapsed": is_collapsed(metrics, notes), "nll_iw_bound": notes.get("nll_iw_bound") is not False,
             "floors": json.dumps(floors, sort_keys=True) if floors else "",
             **metrics,

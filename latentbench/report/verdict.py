@@ -46,6 +46,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from latentbench.results import RecordLike, as_record
+
 FID_MATCH = 1.5  # fid_prior_post within 1.5x the FID of two posterior-mixture draws: matched pictures
 SHELL_SEP = 2.0  # norm shells apart by more than twice their width (std of ||z|| / sqrt(D))
 SHELL_MIN = 0.02  # ... and by 2% of the radius
@@ -244,12 +246,12 @@ def _shells(m: dict[str, Any], explained: float | None, d: int) -> tuple[bool, s
                    "they live on different spheres.")
 
 
-def record_verdict(record: dict[str, Any]) -> tuple[str, str]:
+def record_verdict(record: RecordLike) -> tuple[str, str]:
     """The verdict of one record (its metrics and notes at its latent size)."""
     from latentbench.latent import LatentShape
 
-    return verdict(record.get("metrics") or {}, LatentShape.parse(record["cell"]["latent"]).dim,
-                   record.get("notes") or {})
+    record = as_record(record)
+    return verdict(record.metrics or {}, LatentShape.parse(record.latent).dim, record.notes or {})
 
 
 def _with_floor(name: str, m: dict[str, Any], notes: dict[str, Any], spec: str) -> str:
