@@ -257,6 +257,18 @@ class ScoreContext:
 
         return self._stage("latents", "geometry_s", compute)
 
+    def sample_sets(self):
+        """The decoded image sets and the prior's latents as a typed ``SampleSets`` (no recomputation)."""
+        from latentbench.score.containers import sample_sets
+
+        return sample_sets(self)
+
+    def latent_set(self):
+        """The held-out posteriors, their split and the informative subspace as a typed ``LatentSet``."""
+        from latentbench.score.containers import latent_set
+
+        return latent_set(self)
+
     def geometry(self) -> dict[str, float | None]:
         """The latent metrics (kept under the name the metric registry reads)."""
         return self.latents()
