@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentbench.atomic import atomic_write_bytes, atomic_write_text
+from latentbench.atomic import WriteError, atomic_write_bytes, atomic_write_text
 from latentbench.data import load_data
 from latentbench.errors import UserError
 from latentbench.runner.locks import CellLock, LeaseLost, fs_clock, lease_seconds, written_since
@@ -322,7 +322,10 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
             except UserError:  # a remedy that cannot be built: the cell fails on it as it trains
                 stage = None
         if stage is not None:  # claimed after the cell: a stage is only ever waited for by a cell's holder
-            claim = stage.claim(since)
+            try:
+                claim = stage.claim(since)
+            except WriteError:  # its folder cannot be written (a full disk): this cell trains alone
+                stage, claim = None, None
             if claim == "busy":
                 return "busy", None
         if force:  # the old results go first: a kill from here on leaves an unfinished cell, never a record
