@@ -334,7 +334,9 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
         progress.start(cell.id, cell_label(cell), lock.token)
         run = None
         if tracker is not None:  # a cell resuming from its checkpoint continues its tracker run
-            run = tracker.open(cell, progress, resume=rec_path.with_suffix(".pt").is_file())
+            # (its own, or the first stage it trains: a killed run resumes that one's periodic checkpoint)
+            resume = rec_path.with_suffix(".pt").is_file() or (claim == "mine" and stage.checkpoint.is_file())
+            run = tracker.open(cell, progress, resume=resume)
 
         def on_epoch(epoch: int, stats: dict) -> None:
             progress.epoch(cell.id, epoch, cell.epochs)
