@@ -58,9 +58,12 @@ def test_a_run_that_stalled_past_its_lease_writes_no_checkpoint_after_the_take_o
     out = tmp_path / "run"
     proc = _start(out, "--epochs", "400", env={"LATENTBENCH_LEASE_S": "2"})
     try:
-        ckpt = _wait_for(lambda: next((out / "records").glob("*.pt"), None), proc, "the first checkpoint")
+        # the vae cell trains its shared first stage: the checkpoint lives in the stage's folder, the
+        # cell's lease in records/
+        ckpt = _wait_for(lambda: next((out / "first_stages").glob("*/checkpoint.pt"), None), proc,
+                         "the first checkpoint")
         proc.send_signal(signal.SIGSTOP)  # stalled (a swapped-out node, a suspended job)
-        lock = CellLock(ckpt.with_suffix(".lock"), lease_s=2)
+        lock = CellLock(next((out / "records").glob("*.lock")), lease_s=2)
 
         def expired_and_taken() -> bool:  # the stalled run's last heartbeat dated past its 2 s lease
             old = time.time() - 10
@@ -75,7 +78,7 @@ def test_a_run_that_stalled_past_its_lease_writes_no_checkpoint_after_the_take_o
             # the stalled run learns it lost the lease and waits for the cell like any other busy cell
             lines = iter(proc.stderr.readline, "")
             assert any("waiting for 1 cell(s) held by other runs" in line for line in lines)
-            assert ckpt.read_bytes() == taken and not ckpt.with_suffix(".json").exists()
+            assert ckpt.read_bytes() == taken and not lock.path.with_suffix(".json").exists()
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
