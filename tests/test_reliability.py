@@ -79,7 +79,7 @@ def test_sigint_or_sighup_stops_cleanly_and_says_how_to_resume(tmp_path, sig, co
     _wait_for_records(out, 1, proc)
     proc.send_signal(sig)  # SIGHUP: the terminal or ssh session closed
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code
+    assert proc.returncode == code, err
     assert "interrupted" in err and "Run the same command again to resume" in err
     assert "Traceback" not in err
     assert not list((out / "records").glob(".tmp-*")) and not list((out / "records").glob("*.lock"))

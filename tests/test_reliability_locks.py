@@ -82,17 +82,40 @@ def test_an_unreadable_lock_is_judged_by_its_age_only(tmp_path):
     lock.release()
 
 
-def test_resuming_a_cell_removes_its_partial_writes_but_never_a_lock_temp_file(tmp_path, tiny_cell):
+def test_resuming_a_cell_removes_its_partial_writes_and_a_killed_claims_lock_temp_file(tmp_path, tiny_cell):
+    """A run killed while linking its lock into place leaves .tmp-<id>.lock.<token>: the next holder
+    removes it with the cell's other temp files; a fresh aside file (a live judge's) stays."""
     from latentbench.runner.grid import remove_partial_writes
 
     cell, records = tiny_cell(), tmp_path / "records"
     records.mkdir()
-    partial = [records / f".tmp-{cell.id}.{s}.k1ll3d" for s in ("json", "pt", "samples.npz")]
-    lock_tmp = records / f".tmp-{cell.id}.lock.{'a' * 32}"  # another run linking its lock into place
-    for p in [*partial, lock_tmp]:
+    partial = [records / f".tmp-{cell.id}.{s}.k1ll3d" for s in ("json", "pt", "samples.npz", "lock")]
+    aside_old, aside_new = records / f".stale-{cell.id}.lock.{'a' * 32}", records / f".release-{cell.id}.lock.{'b' * 32}"
+    other = records / ".tmp-another-cell.json.x"
+    for p in [*partial, aside_old, aside_new, other]:
         p.write_bytes(b"x")
+    old = time.time() - 10_000  # older than any lease
+    os.utime(aside_old, (old, old))
     remove_partial_writes(tmp_path, cell)
-    assert not any(p.exists() for p in partial) and lock_tmp.exists()
+    assert not any(p.exists() for p in [*partial, aside_old]) and aside_new.exists() and other.exists()
+
+
+def test_a_claim_whose_temp_file_the_holder_removed_is_refused_not_an_error(tmp_path, monkeypatch):
+    import latentbench.runner.locks as locks
+
+    holder = CellLock(tmp_path / "c.lock")
+    assert holder.acquire()
+    try:
+        def link_after_removal(src, dst):  # the holder removed the claimant's temp file just before
+            os.unlink(src)
+            raise FileNotFoundError(src)
+
+        monkeypatch.setattr(locks.os, "link", link_after_removal)
+        assert not CellLock(tmp_path / "c.lock").acquire()
+        assert holder.owned() and not list(tmp_path.glob(".tmp-*"))
+    finally:
+        monkeypatch.undo()
+        holder.release()
 
 
 def test_a_run_whose_lease_was_taken_over_writes_neither_record_nor_samples(tmp_path, tiny_cell, cpu, monkeypatch):

@@ -96,11 +96,24 @@ CELL_FILES = ("json", "pt", "samples.npz")
 
 def remove_partial_writes(folder: Path, cell: Cell) -> None:
     """Remove the cell's ``.tmp-*`` files left by a killed writer (only its lease holder calls this): its
-    record, checkpoint and samples, never a lock's temp file (``.tmp-<id>.lock.<token>``), which belongs
-    to another run claiming or judging the lease at this moment."""
-    for suffix in CELL_FILES:
-        for p in (Path(folder) / "records").glob(f".tmp-{cell.id}.{suffix}.*"):
+    record, checkpoint and samples, and the lease's temp files (``.tmp-<id>.lock.<token>``: a claim links
+    one into place, a judge probes the clock with one; a run killed meanwhile leaves it, and a live
+    claimant that finds its own gone is simply refused, as the lease is held). The lease's aside files
+    (``.stale-...``, ``.release-...``) go once older than the lease: a live judge or releaser holds one
+    for milliseconds."""
+    records = Path(folder) / "records"
+    for suffix in (*CELL_FILES, "lock"):
+        for p in records.glob(f".tmp-{cell.id}.{suffix}.*"):
             p.unlink(missing_ok=True)
+    aside = [p for prefix in (".stale-", ".release-") for p in records.glob(f"{prefix}{cell.id}.lock.*")]
+    if aside:
+        now = fs_clock(records)
+        for p in aside:
+            try:
+                if now - p.stat().st_mtime > lease_seconds():
+                    p.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def tidy_finished(folder: Path, cells: list[Cell]) -> None:

@@ -128,6 +128,8 @@ class CellLock:
                 return True, fs_now
             except FileExistsError:
                 return False, fs_now
+            except FileNotFoundError:  # the lease's holder removed our temp file as a killed run's
+                return False, fs_now
         except OSError as exc:  # no space for the lock, a read-only folder, ...
             raise write_error(self.path, exc) from None
         finally:

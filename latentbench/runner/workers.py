@@ -29,7 +29,7 @@ import time
 import uuid
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -42,11 +42,71 @@ from latentbench.spec import Cell
 STOP_WAIT_S = 60.0  # how long stopping workers may take to unwind before they are killed
 
 
+# -- the messages on a worker's pipe (named tuples: picklable, and read by field, never by position) --
+class CellJob(NamedTuple):
+    """Parent to worker: compute ``cell`` (a :meth:`Cell.to_dict`) under the lease token ``token``."""
+
+    cell: dict[str, Any]
+    force: bool
+    token: str
+
+
+class Stop(NamedTuple):
+    """Parent to worker: no cell is left, exit."""
+
+
+class Started(NamedTuple):
+    """Worker to parent: the worker claimed the cell and computes it (``token``: the lease it holds)."""
+
+    cell_id: str
+    label: str
+    token: str | None
+
+
+class Epoch(NamedTuple):
+    """Worker to parent: the cell finished training epoch ``epoch`` of ``epochs``."""
+
+    cell_id: str
+    epoch: int
+    epochs: int
+
+
+class Stage(NamedTuple):
+    """Worker to parent: the cell is in scoring stage ``stage``, ``fraction`` of it done."""
+
+    cell_id: str
+    stage: str
+    fraction: float
+
+
+class Write(NamedTuple):
+    """Worker to parent: a line for the terminal, printed above the grid bar."""
+
+    message: str
+
+
+class Ended(NamedTuple):
+    """Worker to parent: the attempt at the cell ended (``outcome`` as
+    :func:`~latentbench.runner.grid.attempt_cell` returns it; ``error`` the failed record's line)."""
+
+    cell_id: str
+    outcome: str
+    error: str | None
+
+
+ToWorker = CellJob | Stop
+FromWorker = Started | Epoch | Stage | Write | Ended
+
+
 class ParentGone(SystemExit):
     """The parent process is gone: the worker unwinds (lease released, nothing recorded), for the cell is
-    not at fault; a later run computes it."""
+    not at fault; a later run computes it. The stop signals are ignored from here on: the SIGTERM the
+    kernel sends for the parent's death must not interrupt the unwinding (a lease left behind)."""
 
     def __init__(self) -> None:
+        for sig in _STOPS:
+            if signal.getsignal(sig) is _stop_once:
+                signal.signal(sig, ignore_signal)
         super().__init__(1)
 
 
@@ -57,23 +117,23 @@ class _PipeProgress:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def _send(self, msg: tuple) -> None:
+    def _send(self, msg: FromWorker) -> None:
         try:
             self.conn.send(msg)
         except (BrokenPipeError, EOFError, ConnectionError, OSError):
             raise ParentGone() from None
 
     def start(self, cell_id: str, label: str, token: str | None = None) -> None:
-        self._send(("start", cell_id, label, token))
+        self._send(Started(cell_id, label, token))
 
     def epoch(self, cell_id: str, epoch: int, epochs: int) -> None:
-        self._send(("epoch", cell_id, epoch, epochs))
+        self._send(Epoch(cell_id, epoch, epochs))
 
     def stage(self, cell_id: str, stage: str, fraction: float = 0.0) -> None:
-        self._send(("stage", cell_id, stage, fraction))
+        self._send(Stage(cell_id, stage, fraction))
 
     def write(self, message: str) -> None:
-        self._send(("write", message))
+        self._send(Write(message))
 
 
 def ignore_signal(signum: int, frame: object) -> None:
@@ -121,20 +181,20 @@ def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tr
     progress, data_cache = _PipeProgress(conn), {}
     try:
         while True:
-            msg = conn.recv()
-            if msg[0] == "stop":
+            job: ToWorker = conn.recv()
+            if isinstance(job, Stop):
                 return
-            cell = Cell.from_dict(msg[1])
-            outcome, rec = attempt_cell(cell, Path(folder), torch.device(device), progress, force=msg[2],
-                                        data_cache=data_cache, tracker=tracker, token=msg[3], **opts)
-            progress._send(("end", cell.id, outcome, rec.get("error") if rec else None))
+            cell = Cell.from_dict(job.cell)
+            outcome, rec = attempt_cell(cell, Path(folder), torch.device(device), progress, force=job.force,
+                                        data_cache=data_cache, tracker=tracker, token=job.token, **opts)
+            progress._send(Ended(cell.id, outcome, rec.get("error") if rec else None))
     except KeyboardInterrupt:
         sys.exit(130)
     except (EOFError, BrokenPipeError, ConnectionError):  # the parent is gone: nothing left to report to
         sys.exit(1)
     except UserError as exc:  # e.g. the output folder became unwritable: one line, like a single run
         try:
-            conn.send(("write", f"latentbench: error: {exc}"))
+            conn.send(Write(f"latentbench: error: {exc}"))
         finally:
             sys.exit(2)
 
@@ -240,11 +300,16 @@ def _hand_out(slot: _Slot, queue: _Queue) -> None:
     nxt = queue.next()
     if nxt is None and queue:
         return  # only held cells, none due yet: stay idle
-    slot.cell, slot.idle = (nxt[0] if nxt else None), False
-    slot.token, slot.force = uuid.uuid4().hex if nxt else None, bool(nxt and nxt[1])
-    slot.handed_at = slot.started = time.time()
+    job: ToWorker
+    if nxt is None:
+        slot.cell, slot.token, slot.force, job = None, None, False, Stop()
+    else:
+        token = uuid.uuid4().hex
+        slot.cell, slot.token, slot.force = nxt[0], token, bool(nxt[1])
+        job = CellJob(nxt[0].to_dict(), bool(nxt[1]), token)
+    slot.idle, slot.handed_at, slot.started = False, time.time(), time.time()
     try:
-        slot.conn.send(("cell", nxt[0].to_dict(), nxt[1], slot.token) if nxt else ("stop",))
+        slot.conn.send(job)
     except (BrokenPipeError, OSError):  # the worker is gone (the loop sees its exit): keep its cell
         if slot.cell is not None:
             queue.put_back(slot.cell)
@@ -260,19 +325,17 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
             msg = slot.conn.recv()
         except (EOFError, OSError):
             return
-        kind = msg[0]
-        if kind == "start":
-            _, cell_id, label, _token = msg  # the token the parent handed out with the cell
+        if isinstance(msg, Started):  # msg.token: the token the parent handed out with the cell
             slot.ran_cell, slot.started = True, time.time()
-            progress.start(cell_id, label)
-        elif kind == "epoch":
-            progress.epoch(*msg[1:])
-        elif kind == "stage":
-            progress.stage(*msg[1:])
-        elif kind == "write":
-            progress.write(msg[1])
-        elif kind == "end":
-            _, cell_id, outcome, error = msg
+            progress.start(msg.cell_id, msg.label)
+        elif isinstance(msg, Epoch):
+            progress.epoch(msg.cell_id, msg.epoch, msg.epochs)
+        elif isinstance(msg, Stage):
+            progress.stage(msg.cell_id, msg.stage, msg.fraction)
+        elif isinstance(msg, Write):
+            progress.write(msg.message)
+        elif isinstance(msg, Ended):
+            cell_id, outcome, error = msg
             cell, slot.cell, slot.token, slot.idle = slot.cell, None, None, True
             if outcome == "busy" and cell is not None:  # held by another run: try again later
                 queue.hold(cell)
@@ -286,6 +349,8 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
                 counts["busy"] += 1
             else:
                 counts[outcome] += 1
+        else:
+            raise TypeError(f"unexpected message from a worker: {msg!r}")
 
 
 def _release(folder: Path, cell: Cell, token: str) -> None:
