@@ -189,6 +189,7 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, cpu):
     assert run_grid(g2, tmp_path, cpu, quiet=True)["done"] == 1
 
 
+@pytest.mark.slow  # a whole grid through the CLI: the full suite
 def test_end_to_end_tiny_grid_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--remedies", "vae,vamp", "--latents", "2,4", "--epochs", "2", "--n-samples", "150",

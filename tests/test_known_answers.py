@@ -16,7 +16,8 @@ from latentbench.score.latents import score_latents
 from tests.known_answers import modes_log_q, population, prior_samples, true_hole_fraction
 
 # (D, N held-out posteriors, M prior samples): from the seed's 8x8x1024 down to 2-D
-SIZES = [(2, 300, 1000), (8, 10000, 1000), (32, 300, 1000), (512, 2000, 1000), (65536, 300, 500)]
+SIZES = [(2, 300, 1000), (8, 10000, 1000), (32, 300, 1000), (512, 2000, 1000),
+         pytest.param(65536, 300, 500, marks=pytest.mark.slow)]  # D = 65536: the full suite
 
 
 def _score(pop, m, seed=0):
@@ -76,6 +77,7 @@ def test_a_prior_too_narrow_along_k_directions_is_measured(d, n, m):
     assert met["sub_spread"] == pytest.approx(9.0, rel=0.15)
 
 
+@pytest.mark.slow  # D = 65536: the full suite
 def test_a_prior_too_narrow_is_found_at_the_seeds_latent_size():
     """D = 65536 with 300 posteriors (D / N_A = 437): the directions are estimated imperfectly (random
     matrix theory, Baik-Ben Arous-Peche, predicts that about half of a variance-400 spike's direction

@@ -206,6 +206,7 @@ def test_diffusion_mixed_score_is_the_exact_eps_of_a_standard_normal():
     assert "plain eps" in DiffusionPrior(LatentShape.parse("2"), mixed=False).score_notes()["prior_sampler"]
 
 
+@pytest.mark.slow  # a large latent: the full suite
 def test_diffusion_mixed_score_keeps_the_unused_dimensions_of_a_large_latent_normal():
     """The seed's large-latent case in small: a 2-D mixture in 2 dimensions, N(0, 1) in 62 more. The net
     alone blows the unused dimensions up (mean |var - 1| 3.4 here); the mixed score keeps them N(0, 1)

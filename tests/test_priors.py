@@ -139,6 +139,7 @@ def test_expost_gmm_large_d_uses_pca_and_stays_a_density():
     assert lp.mean() > prior.log_prob(torch.randn(500, 8, 4, 4) * 3).mean()
 
 
+@pytest.mark.slow  # 150 epochs of a second stage: the full suite
 def test_two_stage_brings_mmd_to_the_codes_well_below_standard_normal():
     d = 4
     codes = _toy_codes(d, n=2000)

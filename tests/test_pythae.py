@@ -35,6 +35,7 @@ def pythae_dir(tmp_path_factory):
     return folder, model, x
 
 
+@pytest.mark.slow  # the peer cross-check: the full suite
 def test_pythae_samplers_and_latentbench_priors_agree_within_the_floor(pythae_dir, tmp_path):
     from pythae.samplers import GaussianMixtureSampler, GaussianMixtureSamplerConfig, NormalSampler
 

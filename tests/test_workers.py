@@ -123,6 +123,7 @@ def test_killing_the_parent_stops_its_workers_and_records_no_failure(tmp_path):
     assert left == []  # no "failed" record for the parent's death, no lease or temp file left
 
 
+@pytest.mark.slow  # worker processes: the full suite
 def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "latentbench", *RUN, "--epochs", "400", "--out", str(out),
