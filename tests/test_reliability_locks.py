@@ -82,22 +82,39 @@ def test_an_unreadable_lock_is_judged_by_its_age_only(tmp_path):
     lock.release()
 
 
-def test_resuming_a_cell_removes_its_partial_writes_and_a_killed_claims_lock_temp_file(tmp_path, tiny_cell):
+def test_resuming_a_cell_removes_its_partial_writes_and_a_killed_claims_lock_temp_file(tmp_path, tiny_cell,
+                                                                                       monkeypatch):
     """A run killed while linking its lock into place leaves .tmp-<id>.lock.<token>: the next holder
-    removes it with the cell's other temp files; a fresh aside file (a live judge's) stays."""
-    from latentbench.runner.grid import remove_partial_writes
+    removes it with the cell's other temp files. An aside file (a judge's or a releaser's) goes only
+    once its last change is older than the lease."""
+    import latentbench.runner.grid as grid
 
     cell, records = tiny_cell(), tmp_path / "records"
     records.mkdir()
     partial = [records / f".tmp-{cell.id}.{s}.k1ll3d" for s in ("json", "pt", "samples.npz", "lock")]
-    aside_old, aside_new = records / f".stale-{cell.id}.lock.{'a' * 32}", records / f".release-{cell.id}.lock.{'b' * 32}"
+    aside = [records / f".stale-{cell.id}.lock.{'a' * 32}", records / f".release-{cell.id}.lock.{'b' * 32}"]
     other = records / ".tmp-another-cell.json.x"
-    for p in [*partial, aside_old, aside_new, other]:
+    for p in [*partial, *aside, other]:
         p.write_bytes(b"x")
-    old = time.time() - 10_000  # older than any lease
-    os.utime(aside_old, (old, old))
-    remove_partial_writes(tmp_path, cell)
-    assert not any(p.exists() for p in [*partial, aside_old]) and aside_new.exists() and other.exists()
+    old = time.time() - 10_000  # a judged lock keeps its old mtime when moved aside: the ctime counts
+    os.utime(aside[0], (old, old))
+    grid.remove_partial_writes(tmp_path, cell)
+    assert not any(p.exists() for p in partial) and all(p.exists() for p in aside) and other.exists()
+    real = grid.fs_clock
+    monkeypatch.setattr(grid, "fs_clock", lambda folder: real(folder) + 10_000)  # a lease later
+    grid.remove_partial_writes(tmp_path, cell)
+    assert not any(p.exists() for p in aside) and other.exists()
+
+
+def test_a_finished_cell_whose_claim_was_killed_before_its_lock_existed_is_tidied(tmp_path, tiny_cell):
+    from latentbench.runner.grid import tidy_finished
+
+    cell, records = tiny_cell(), tmp_path / "records"
+    records.mkdir()
+    left = records / f".tmp-{cell.id}.lock.{'c' * 32}"
+    left.write_bytes(b"x")
+    tidy_finished(tmp_path, [cell])
+    assert not left.exists() and not (records / f"{cell.id}.lock").exists()
 
 
 def test_a_claim_whose_temp_file_the_holder_removed_is_refused_not_an_error(tmp_path, monkeypatch):

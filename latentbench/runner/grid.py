@@ -107,10 +107,14 @@ def remove_partial_writes(folder: Path, cell: Cell) -> None:
             p.unlink(missing_ok=True)
     aside = [p for prefix in (".stale-", ".release-") for p in records.glob(f"{prefix}{cell.id}.lock.*")]
     if aside:
-        now = fs_clock(records)
+        try:
+            now = fs_clock(records)
+        except UserError:  # the folder cannot be written: the cell's own writes will say so
+            return
         for p in aside:
             try:
-                if now - p.stat().st_mtime > lease_seconds():
+                st = p.stat()  # a rename keeps the mtime (a judged lock is old) and sets the ctime
+                if now - max(st.st_mtime, st.st_ctime) > lease_seconds():
                     p.unlink(missing_ok=True)
             except OSError:
                 pass
@@ -121,7 +125,11 @@ def tidy_finished(folder: Path, cells: list[Cell]) -> None:
     a cell's record and releasing its lease left them, and a finished cell is never claimed again."""
     for cell in cells:
         lock = CellLock(Path(folder) / "records" / f"{cell.id}.lock")
-        if lock.path.exists() and lock.stale() and lock.acquire():
+        if lock.path.exists():
+            due = lock.stale()
+        else:  # a run killed before it linked its lock into place leaves only temp files
+            due = any((Path(folder) / "records").glob(f".tmp-{cell.id}.*"))
+        if due and lock.acquire():
             try:
                 remove_partial_writes(folder, cell)
             finally:

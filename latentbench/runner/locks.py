@@ -150,8 +150,8 @@ class CellLock:
             if self._read(aside) != judged:
                 try:
                     os.link(aside, self.path)
-                except FileExistsError:
-                    pass
+                except (FileExistsError, FileNotFoundError):  # replaced meanwhile, or removed as a
+                    pass  # killed judge's aside file by the lease's next holder
         finally:
             aside.unlink(missing_ok=True)
 

@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from multiprocessing.connection import Connection, wait
@@ -104,9 +105,10 @@ class ParentGone(SystemExit):
     kernel sends for the parent's death must not interrupt the unwinding (a lease left behind)."""
 
     def __init__(self) -> None:
-        for sig in _STOPS:
-            if signal.getsignal(sig) is _stop_once:
-                signal.signal(sig, ignore_signal)
+        if threading.current_thread() is threading.main_thread():  # handlers are the main thread's
+            for sig in _STOPS:
+                if signal.getsignal(sig) is _stop_once:
+                    signal.signal(sig, ignore_signal)
         super().__init__(1)
 
 
@@ -335,7 +337,7 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
         elif isinstance(msg, Write):
             progress.write(msg.message)
         elif isinstance(msg, Ended):
-            cell_id, outcome, error = msg
+            cell_id, outcome, error = msg.cell_id, msg.outcome, msg.error
             cell, slot.cell, slot.token, slot.idle = slot.cell, None, None, True
             if outcome == "busy" and cell is not None:  # held by another run: try again later
                 queue.hold(cell)
@@ -349,8 +351,8 @@ def _drain(slot: _Slot, queue: _Queue, progress: GridProgress, counts: dict, qui
                 counts["busy"] += 1
             else:
                 counts[outcome] += 1
-        else:
-            raise TypeError(f"unexpected message from a worker: {msg!r}")
+        else:  # a message this parent does not know (a worker of another version): said, not fatal
+            progress.write(f"latentbench: unexpected message from a worker: {msg!r}")
 
 
 def _release(folder: Path, cell: Cell, token: str) -> None:
