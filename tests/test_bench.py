@@ -98,7 +98,9 @@ def test_a_grid_from_flags_alone_is_named_after_its_output_folder(tmp_path):
 
 
 BOARDS = {"digits-3seeds": "digits", "fashion_mnist-cpu": "fashion_mnist-cpu",
-          "fashion_mnist-conv-cpu": "fashion_mnist-conv-cpu"}  # spec -> leaderboards/ folder
+          "fashion_mnist-conv-cpu": "fashion_mnist-conv-cpu", "ghosh2020": "ghosh2020",
+          "fashion_mnist-seed": "fashion_mnist-seed"}  # spec -> leaderboards/ folder
+PARTIAL = {"fashion_mnist-seed"}  # published with --partial: a subset of its spec's cells
 SHIPPED = sorted((Path(__file__).parents[1] / "latentbench" / "baselines").glob("*.toml"))
 
 
@@ -115,7 +117,7 @@ def test_every_shipped_baseline_parses_names_known_things_and_matches_its_board(
     board = BOARDS.get(path.stem)
     if board is not None:
         ids = {f.stem for f in (Path(__file__).parents[1] / "leaderboards" / board / "records").glob("*.json")}
-        assert ids == {c.id for c in cells}
+        assert ids and (ids <= {c.id for c in cells} if board in PARTIAL else ids == {c.id for c in cells})
 
 
 def test_where_the_data_lives_changes_neither_the_cell_id_nor_the_settings(tmp_path, cpu):
