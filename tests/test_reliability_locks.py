@@ -255,3 +255,38 @@ def test_concurrent_runs_whose_cells_fail_compute_each_cell_once(tmp_path):
     rerun = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(log)], env=_env(),
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and len(log.read_text().split()) == 16
+
+
+def test_a_signal_as_the_lock_is_linked_into_place_still_has_release_remove_it(tmp_path, monkeypatch):
+    """Ctrl-C or SIGHUP landing as os.link returns: the lock is on disk, and release() removes it."""
+    import latentbench.runner.locks as locks
+
+    real = os.link
+
+    def link_then_interrupted(src, dst):
+        real(src, dst)
+        raise KeyboardInterrupt
+
+    lock = CellLock(tmp_path / "c.lock")
+    monkeypatch.setattr(locks.os, "link", link_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire()
+    monkeypatch.undo()
+    assert lock.path.exists()
+    lock.release()
+    assert not lock.path.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_signal_during_the_heartbeats_start_leaves_release_working(tmp_path, monkeypatch):
+    import threading
+
+    def start_interrupted(self):
+        raise KeyboardInterrupt  # before the thread ran: join() would raise RuntimeError
+
+    lock = CellLock(tmp_path / "c.lock")
+    monkeypatch.setattr(threading.Thread, "start", start_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire()
+    monkeypatch.undo()
+    lock.release()
+    assert not lock.path.exists()

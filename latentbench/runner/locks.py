@@ -122,15 +122,20 @@ class CellLock:
                 f.flush()
                 os.fsync(f.fileno())
                 fs_now = os.fstat(f.fileno()).st_mtime
+            # held before the link: a signal that lands as the link returns still has release() remove
+            # the lock (release() removes only a lock that carries this lease's token)
+            self.held = True
             try:
                 os.link(tmp, self.path)  # fails if the lock exists: create-with-content in one step
-                self.held = True  # at once: a signal from here on still has release() remove it
                 return True, fs_now
             except FileExistsError:
+                self.held = False
                 return False, fs_now
             except FileNotFoundError:  # the lease's holder removed our temp file as a killed run's
+                self.held = False
                 return False, fs_now
         except OSError as exc:  # no space for the lock, a read-only folder, ...
+            self.held = False
             raise write_error(self.path, exc) from None
         finally:
             try:
@@ -217,7 +222,10 @@ class CellLock:
             return
         self._stop.set()
         if self._beat is not None:
-            self._beat.join()
+            try:
+                self._beat.join()
+            except RuntimeError:  # a signal interrupted its start: it never ran
+                pass
             self._beat = None
         self.held = False
         aside = self.path.with_name(f".release-{self.path.name}.{self.token}")
