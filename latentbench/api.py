@@ -193,7 +193,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, output: str | No
 
 
 def load_sampler(path: str | Path) -> Any:
-    """A sampler written by :func:`fix_model` (``OUT/samplers/<remedy>.pt``): ``.sample(n)`` codes."""
+    """A sampler written by :func:`fix_model` (``OUT/samplers/<remedy>.pt``, ``<remedy>-<param>=<value>....pt`` with parameters): ``.sample(n)`` codes."""
     from latentbench.external.sampler import load_sampler as _load
 
     return _load(path)
@@ -304,7 +304,8 @@ def fix_model(model: Any, dataset: str = "digits", *, remedies: list[Any] | None
     with their parameters; default every registered one) on the codes of a model from
     outside, score each with the scorer of a built-in cell beside the model's own prior, and write
     ``out/records/*.json`` (a run folder ``latentbench leaderboard`` reads), ``out/leaderboard.md`` and
-    ``out/plots``, and one sampler per prior, ``out/samplers/<remedy>.pt``, that
+    ``out/plots``, and one sampler per prior, ``out/samplers/<remedy>.pt`` (``<remedy>-<param>=<value>....pt``
+    when parameters are given), that
     :func:`load_sampler` reads without the model's code."""
     from latentbench.external.sampler import save_sampler
     from latentbench.registry import REMEDIES

@@ -179,7 +179,7 @@ def validate_cell(cell: Cell) -> None:
         (0 < cell.val_fraction < 1, f"val_fraction must be in (0, 1), got {cell.val_fraction}"),
         (cell.sigma > 0, f"sigma must be > 0, got {cell.sigma}"),
         (cell.n_samples >= 4, f"n_samples {cell.n_samples} is too small to score: precision/recall need at least 4 "
-                              "samples per set (their 3 nearest neighbours); use --n-samples 4 or more"),
+                              "samples per set (their 3 nearest neighbours); use --n-samples 4 or more (--n for score and score-samples)"),
         (cell.iw_k >= 1, f"iw_k must be >= 1, got {cell.iw_k}"),
         (cell.iw_images >= 0, f"iw_images must be >= 0 (0 = every held-out image), got {cell.iw_images}"),
         (cell.features in ("domain", "inception"), f"features must be 'domain' or 'inception', got {cell.features!r}"),

@@ -1,4 +1,4 @@
-"""``latentbench run``, ``score`` and ``leaderboard``."""
+"""``latentbench run``, ``score``, ``leaderboard``, ``publish`` and ``diagnose``."""
 
 from __future__ import annotations
 
