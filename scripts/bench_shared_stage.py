@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,8 +77,19 @@ def main() -> None:
                          "baselines/fashion_mnist-cpu.toml)")
     ap.add_argument("--args", default="", help="extra `latentbench run` flags for every run, e.g. a smaller grid")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each kind, alternating (the fastest counts)")
+    ap.add_argument("--keep", action="store_true", help="keep the run folders (removed when done by default)")
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lb-bench-shared-"))
+    try:
+        bench(opts, tmp)
+    finally:
+        if opts.keep:
+            print(f"run folders kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(opts: argparse.Namespace, tmp: Path) -> None:
     env = {**os.environ, "LATENTBENCH_CACHE": os.environ.get("LATENTBENCH_CACHE", str(tmp / "cache"))}
     os.environ["LATENTBENCH_CACHE"] = env["LATENTBENCH_CACHE"]
     extra = shlex.split(opts.args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--n-samples", default="1000")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--keep", action="store_true", help="keep the run folders (removed when done by default)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lb-bench-workers-"))
+    try:
+        bench(args, tmp)
+    finally:
+        if args.keep:
+            print(f"run folders kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, tmp: Path) -> None:
     env = {**os.environ, "LATENTBENCH_CACHE": str(tmp / "cache")}
     latents = ",".join(str(2 + i) for i in range(args.cells))
     base = ["run", "--remedies", "vae", "--latents", latents, "--epochs", str(args.epochs), "--n-samples",

@@ -24,11 +24,14 @@ def test_bench_shared_stage_prints_the_ratio_of_each_grid_on_a_tiny_grid(tmp_pat
     import os
 
     tiny = "--remedies vae,expost_gmm,expost_gaussian --latents 2 --epochs 1 --n-samples 100 --iw-k 4"
+    scratch = tmp_path / "tmp"  # where the script makes its run folders (tempfile honours TMPDIR)
+    scratch.mkdir()
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_shared_stage.py"), "--spec", "default",
                           "--spec", "baselines/digits.toml", "--args", tiny],
                          capture_output=True, text=True, timeout=600, cwd=ROOT,
-                         env={**os.environ, "LATENTBENCH_CACHE": str(tmp_path / "cache")})
+                         env={**os.environ, "LATENTBENCH_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)})
     assert out.returncode == 0, out.stderr
+    assert not any(p.name.startswith("lb-bench-shared-") for p in scratch.iterdir())  # its run folders are removed
     assert out.stdout.count("ratio shared / alone") == 2 and "baselines/digits.toml:" in out.stdout
     # one model per first stage with sharing (vae, expost_gmm and expost_gaussian share one per latent and
     # seed), one per cell alone: counted from the records, whichever cell claimed the stage
