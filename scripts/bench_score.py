@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 import torch
+from _scratch import scratch  # scripts/ is on sys.path when a script runs
 
 
 def main() -> None:
@@ -31,7 +31,15 @@ def main() -> None:
     ap.add_argument("--memory-gb", type=float, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("LATENTBENCH_CACHE", tempfile.mkdtemp(prefix="lb-bench-"))
+    if "LATENTBENCH_CACHE" in os.environ:
+        bench(args)
+        return
+    with scratch("lb-bench-", keep=False) as cache:  # its own feature cache, removed when done
+        os.environ["LATENTBENCH_CACHE"] = str(cache)
+        bench(args)
+
+
+def bench(args: argparse.Namespace) -> None:
     from latentbench.device import memory_bytes, pick_device, set_memory_gb, stable_memory_bytes
     from latentbench.latent import LatentShape
     from latentbench.score.scorer import score_model

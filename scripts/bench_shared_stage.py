@@ -19,12 +19,12 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _scratch import scratch  # scripts/ is on sys.path when a script runs
 
 from latentbench.errors import UserError
 
@@ -79,14 +79,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs of each kind, alternating (the fastest counts)")
     ap.add_argument("--keep", action="store_true", help="keep the run folders (removed when done by default)")
     opts = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lb-bench-shared-"))
-    try:
+    with scratch("lb-bench-shared-", opts.keep) as tmp:
         bench(opts, tmp)
-    finally:
-        if opts.keep:
-            print(f"run folders kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench(opts: argparse.Namespace, tmp: Path) -> None:

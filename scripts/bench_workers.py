@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _scratch import scratch  # scripts/ is on sys.path when a script runs
 
 
 def run(argv: list[str], env: dict[str, str]) -> float:
@@ -36,14 +36,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--keep", action="store_true", help="keep the run folders (removed when done by default)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lb-bench-workers-"))
-    try:
+    with scratch("lb-bench-workers-", args.keep) as tmp:
         bench(args, tmp)
-    finally:
-        if args.keep:
-            print(f"run folders kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench(args: argparse.Namespace, tmp: Path) -> None:
