@@ -17,6 +17,7 @@ import io
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,23 @@ def _write_through(path: Path, data: bytes) -> None:
         raise write_error(path, exc) from None
 
 
+def finish(step: Callable[[], object], *quiet: type[BaseException]) -> None:
+    """Run ``step`` (a clean-up that is safe to repeat) to its end even if a stop signal lands in it: a
+    ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM and SIGHUP as the CLI raises them) makes it run again, and
+    is raised once the step has finished. Exceptions of the types in ``quiet`` are ignored."""
+    interrupted: KeyboardInterrupt | None = None
+    for _ in range(10):  # the CLI ignores repeated stop signals; the bound is only a guard
+        try:
+            step()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+        except quiet:
+            break
+    if interrupted is not None:
+        raise interrupted
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with the user's file mode; :class:`WriteError` on failure.
 
@@ -102,10 +120,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise write_error(path, exc) from None
     finally:
         if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            finish(lambda: os.unlink(tmp), OSError)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

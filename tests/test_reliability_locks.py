@@ -290,3 +290,61 @@ def test_a_signal_during_the_heartbeats_start_leaves_release_working(tmp_path, m
     monkeypatch.undo()
     lock.release()
     assert not lock.path.exists()
+
+
+@pytest.mark.parametrize("where", ["join", "rename", "read", "unlink"])
+def test_a_signal_that_lands_inside_release_still_removes_the_lock(tmp_path, monkeypatch, where):
+    """Ctrl-C, SIGTERM or SIGHUP landing while release() runs (a run stopped just as a cell's record was
+    written): the release is finished, then the signal raised, and no lock or aside file stays."""
+    import latentbench.runner.locks as locks
+
+    lock = CellLock(tmp_path / "c.lock")
+    assert lock.acquire()
+    fired = []
+
+    def once() -> None:
+        if not fired:
+            fired.append(True)
+            raise KeyboardInterrupt
+
+    if where == "join":
+        beat = lock._beat
+        real_join = beat.join
+
+        def join(*a, **k):
+            once()
+            return real_join(*a, **k)
+
+        monkeypatch.setattr(beat, "join", join)
+    elif where == "rename":
+        real_rename = os.rename
+
+        def rename(src, dst):
+            real_rename(src, dst)
+            once()  # as the rename returns: the lock is already aside
+
+        monkeypatch.setattr(locks.os, "rename", rename)
+    elif where == "read":
+        real_read = CellLock._read
+
+        def read(self, path=None):
+            once()
+            return real_read(self, path)
+
+        monkeypatch.setattr(CellLock, "_read", read)
+    else:
+        real_unlink = Path.unlink
+
+        def unlink(self, missing_ok=False):
+            real_unlink(self, missing_ok=missing_ok)
+            if self.name.startswith(".release-"):
+                once()
+
+        monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):
+        lock.release()
+    monkeypatch.undo()
+    assert fired and not lock.held
+    assert not list(tmp_path.iterdir())
+    assert CellLock(tmp_path / "c.lock").acquire()  # free for the next run
+

@@ -381,9 +381,11 @@ def attempt_cell(cell: Cell, folder: Path, device: torch.device, progress: Any, 
             run.finish(rec, folder)
         return ("done" if rec["status"] == "ok" else "failed"), rec
     finally:
-        if stage is not None:
-            stage.release()
-        lock.release()
+        try:  # (each release finishes even if a stop signal lands in it; the cell's lock goes either way)
+            if stage is not None:
+                stage.release()
+        finally:
+            lock.release()
 
 
 def run_grid(grid: Grid, folder: Path, device: torch.device, *, shard: tuple[int, int] = (0, 1),

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from latentbench.atomic import write_error
+from latentbench.atomic import finish, write_error
 from latentbench.errors import UserError
 
 DEFAULT_LEASE_S = 120.0
@@ -138,10 +138,7 @@ class CellLock:
             self.held = False
             raise write_error(self.path, exc) from None
         finally:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            finish(lambda: tmp.unlink(missing_ok=True), OSError)
 
     def _take_over(self, judged: tuple[bytes, float]) -> None:
         """Move the stale lock aside; if what moved is no longer what was judged (its owner refreshed
@@ -192,7 +189,7 @@ class CellLock:
             with open(probe, "xb") as f:
                 return os.fstat(f.fileno()).st_mtime
         finally:
-            probe.unlink(missing_ok=True)
+            finish(lambda: probe.unlink(missing_ok=True), OSError)
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:
@@ -217,7 +214,15 @@ class CellLock:
 
     # -- release -------------------------------------------------------------------------------
     def release(self) -> None:
-        """Stop the heartbeat and remove the lock if (and only if) it is still this lease's."""
+        """Stop the heartbeat and remove the lock if (and only if) it is still this lease's.
+
+        A stop signal (Ctrl-C, SIGTERM or SIGHUP, raised as ``KeyboardInterrupt``) that lands while the
+        release runs, e.g. while it waits for the heartbeat thread, does not leave the lock behind: the
+        release is finished first, then the signal raised again."""
+        finish(self._release)
+
+    def _release(self) -> None:
+        """One release, safe to repeat after an interruption at any point of it."""
         if not self.held:
             return
         self._stop.set()
@@ -227,12 +232,13 @@ class CellLock:
             except RuntimeError:  # a signal interrupted its start: it never ran
                 pass
             self._beat = None
-        self.held = False
         aside = self.path.with_name(f".release-{self.path.name}.{self.token}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
-            return
+            if not aside.exists():  # (an interrupted earlier try may have moved it aside already)
+                self.held = False
+                return
         try:
             got = self._read(aside)
             if got is not None and self._token_of(got[0]) != self.token:
@@ -242,6 +248,7 @@ class CellLock:
                     pass
         finally:
             aside.unlink(missing_ok=True)
+        self.held = False
 
     def __enter__(self) -> CellLock:
         if not self.acquire():
