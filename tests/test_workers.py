@@ -204,3 +204,54 @@ def test_any_error_in_the_parent_stops_the_workers(tmp_path, tiny_cell, cpu, mon
     with pytest.raises(RuntimeError, match="boom"):
         w.run_workers([tiny_cell()], tmp_path, cpu, workers=1, quiet=True)
     assert stopped and not any(s.proc.is_alive() for s in stopped)
+
+
+
+def test_a_stop_signal_as_a_worker_starts_still_reaches_that_worker(tmp_path, cpu, monkeypatch, capfd):
+    """A Ctrl-C, SIGTERM or SIGHUP landing just as a worker process starts: the worker is registered
+    before the signal is raised, so the stop reaches it (no orphan that finds its parent gone as it
+    starts and prints a traceback), and the parent's handlers are its own again."""
+    import multiprocessing as mp
+
+    from latentbench.runner import workers as w
+
+    real_start = mp.context.SpawnProcess.start
+
+    def start_then_signal(self):
+        real_start(self)
+        os.kill(os.getpid(), signal.SIGINT)  # as the process starts, before the slot is registered
+
+    monkeypatch.setattr(mp.context.SpawnProcess, "start", start_then_signal)
+    before = {sig: signal.getsignal(sig) for sig in w._STOPS}
+    slots: list = []
+    args = (str(tmp_path), "cpu", {"command": "", "compile": False, "since": None, "shared": True}, None, 1)
+    with pytest.raises(KeyboardInterrupt):
+        w._spawn(mp.get_context("spawn"), 0, args, slots)
+    monkeypatch.undo()
+    assert len(slots) == 1 and {sig: signal.getsignal(sig) for sig in w._STOPS} == before
+    w._stop_all(slots, tmp_path)
+    assert not slots[0].proc.is_alive() and slots[0].proc.exitcode in (130, -signal.SIGTERM)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_stop_signal_as_a_dead_workers_failure_is_recorded_still_frees_its_lease(tmp_path, tiny_cell, cpu,
+                                                                                   monkeypatch):
+    from latentbench.runner import workers as w
+    from latentbench.runner.progress import GridProgress
+    from latentbench.runner.records import read_record
+
+    cell, records = tiny_cell(), tmp_path / "records"
+    records.mkdir()
+    lock = records / f"{cell.id}.lock"
+    _write_lock(lock, "t1")
+    real = w.write_record
+
+    def written_then_interrupted(path, rec):
+        real(path, rec)
+        raise KeyboardInterrupt  # the stop lands as the failed record is written
+
+    monkeypatch.setattr(w, "write_record", written_then_interrupted)
+    counts, queue = {"done": 0, "skipped": 0, "busy": 0, "failed": []}, w._Queue([], False)
+    with pytest.raises(KeyboardInterrupt):
+        w._record_dead(_dead_slot(cell, "t1"), queue, tmp_path, cpu, "", GridProgress("g", 1, quiet=True), counts)
+    assert read_record(records / f"{cell.id}.json")["status"] == "failed" and not lock.exists()

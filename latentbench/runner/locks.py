@@ -155,7 +155,7 @@ class CellLock:
                 except (FileExistsError, FileNotFoundError):  # replaced meanwhile, or removed as a
                     pass  # killed judge's aside file by the lease's next holder
         finally:
-            aside.unlink(missing_ok=True)
+            finish(lambda: aside.unlink(missing_ok=True), OSError)
 
     def acquire(self) -> bool:
         """Claim the cell: True if this lease now holds it, False if a live lease of another run does."""
@@ -282,4 +282,4 @@ def fs_clock(folder: Path) -> float:
     except OSError as exc:
         raise write_error(probe.parent, exc) from None
     finally:
-        probe.unlink(missing_ok=True)
+        finish(lambda: probe.unlink(missing_ok=True), OSError)

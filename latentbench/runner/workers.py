@@ -174,14 +174,14 @@ def _worker(conn: Connection, folder: str, device: str, opts: dict[str, Any], tr
     """A worker process: compute the cells the parent sends until it says stop."""
     from latentbench.runner.grid import attempt_cell
 
-    for sig in _STOPS:
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
-            signal.signal(sig, _stop_once)
-    die_with_parent()
-    if threads:
-        torch.set_num_threads(threads)
     progress, data_cache = _PipeProgress(conn), {}
     try:
+        for sig in _STOPS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
+                signal.signal(sig, _stop_once)
+        die_with_parent()
+        if threads:
+            torch.set_num_threads(threads)
         while True:
             job: ToWorker = conn.recv()
             if isinstance(job, Stop):
@@ -216,6 +216,32 @@ class _Slot:
         self.started = time.time()
         self.ran_cell = False
         self.idle = True  # waiting for a cell from the parent
+
+
+def _spawn(ctx: Any, index: int, args: tuple, slots: list[_Slot]) -> None:
+    """Start worker ``index`` and register it in ``slots``, with the stop signals held back meanwhile: a
+    Ctrl-C, SIGTERM or SIGHUP that arrives as the process starts is raised once the slot is registered,
+    so that the stop reaches that worker too (never an orphan that finds its parent gone as it starts).
+
+    The signals are held back by handlers that note them (blocking them with ``pthread_sigmask`` would
+    not do: the kernel hands a process's signal to any thread that does not block it, torch's among
+    them, and Python then runs the handler in the main thread all the same)."""
+    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+        slots.append(_Slot(ctx, index, args))
+        return
+    noted: list[int] = []
+    old = {sig: signal.getsignal(sig) for sig in _STOPS}
+    for sig, handler in old.items():
+        if handler not in (signal.SIG_IGN, None):  # an ignored signal stays ignored
+            signal.signal(sig, lambda signum, frame: noted.append(signum))
+    try:
+        slots.append(_Slot(ctx, index, args))
+    finally:
+        for sig, handler in old.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        if noted:  # raised now, by the handler it was meant for
+            signal.raise_signal(noted[0])
 
 
 class _Queue:
@@ -261,9 +287,11 @@ def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, worker
     queue = _Queue(cells, force)
     counts: dict[str, Any] = {"done": 0, "skipped": 0, "busy": 0, "failed": []}
     progress = GridProgress(name, len(cells), quiet=quiet)
-    slots = [_Slot(ctx, i, args) for i in range(min(workers, len(cells)))]
+    slots: list[_Slot] = []
     waiting_said = False
     try:
+        for i in range(min(workers, len(cells))):
+            _spawn(ctx, i, args, slots)
         while slots:
             for slot in slots:  # idle workers get the next cell, or stop when none is left
                 if slot.idle:
@@ -280,7 +308,7 @@ def run_workers(cells: list[Cell], folder: Path, device: torch.device, *, worker
                 claimed = slot.cell is not None and _record_dead(slot, queue, folder, device, command, progress,
                                                                  counts)
                 if queue and (slot.ran_cell or claimed):  # the grid goes on with a fresh worker in its place
-                    slots.append(_Slot(ctx, len(slots), args))
+                    _spawn(ctx, len(slots), args, slots)
             if queue.held and not queue.fresh and not waiting_said:
                 waiting_said = True
                 progress.write(f"latentbench: waiting for {len(queue.held)} cell(s) held by other runs, or built "
@@ -418,8 +446,10 @@ def _record_dead(slot: _Slot, queue: _Queue, folder: Path, device: torch.device,
     how = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
     error = f"the worker process computing this cell died ({how})"
     rec = make_record(cell, status="failed", error=error, prov=provenance(device, command, slot.started))
-    write_record(rec_path, rec)
-    _release(folder, cell, token)
+    try:
+        write_record(rec_path, rec)
+    finally:  # a stop signal right after the record still frees the dead worker's lease
+        _release(folder, cell, token)
     progress.end(cell.id, "failed")
     progress.write(f"latentbench: cell {cell.id} failed: {error}")
     counts["failed"].append({"id": cell.id, "error": error})
